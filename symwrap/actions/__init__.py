@@ -1,0 +1,8 @@
+"""Actions: how group elements move inputs and outputs (images, point clouds, vectors, sets)."""
+
+from symwrap.actions.base import Action
+from symwrap.actions.image import ImageAction
+from symwrap.actions.points import PointCloudAction, VectorAction
+from symwrap.actions.sets import AxisPermutationAction
+
+__all__ = ["Action", "AxisPermutationAction", "ImageAction", "PointCloudAction", "VectorAction"]

@@ -1,0 +1,65 @@
+"""Actions: how a group element moves one kind of data. Separate from the group's algebra."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+from symwrap.errors import InputLayoutError
+
+if TYPE_CHECKING:
+    from symwrap.groups.base import Group
+
+__all__ = ["Action"]
+
+
+class Action(ABC):
+    """Moves batches of data by batches of group elements.
+
+    Subclasses document their layout and conventions in a ``Convention:`` block.
+
+    Attributes:
+        name: Short name (``"image"``, ``"points"``, ``"set"``...).
+        layout: Human description of the data layout, used in error messages.
+    """
+
+    name: str = "action"
+    layout: str = "(B, ...)"
+
+    @abstractmethod
+    def apply(self, x: Tensor, src: Tensor, elements: Tensor, group: Group) -> Tensor:
+        """Move rows of ``x`` by elements: ``out[r] = elements[r] · x[src[r]]``.
+
+        Args:
+            x: Data ``(B, ...)`` in this action's layout.
+            src: ``(R,)`` int64 row of ``x`` each output row starts from.
+            elements: ``(R, *group.code_shape)`` codes of ``group``.
+            group: The group the codes belong to.
+
+        Returns:
+            ``(R, ...)``, same trailing shape as ``x``.
+        """
+
+    def check(self, x: object, group: Group, *, output: bool = False) -> None:
+        """Raise :class:`InputLayoutError` when ``x`` (an input, or an output to pull back) does not fit."""
+        problem = self.problem(x, group, output=output)
+        what = "model output to pull back for output='equivariant'" if output else "input"
+        if problem:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise InputLayoutError(
+                f"group {group.name!r} acts on {self.layout} ({self.name} action) but the {what} has shape {shape}: "
+                f"{problem}"
+            )
+
+    def problem(self, x: object, group: Group, *, output: bool = False) -> str | None:
+        """Why ``x`` does not fit (a sentence that says how to fix it), or ``None`` if it does."""
+        if not isinstance(x, Tensor):
+            return "expected a torch.Tensor."
+        if x.ndim < 1:
+            return "expected a batched tensor."
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

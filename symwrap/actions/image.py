@@ -1,0 +1,155 @@
+"""The action of planar groups and circular shifts on images and dense image outputs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from symwrap.actions.base import Action
+
+if TYPE_CHECKING:
+    from symwrap.groups.base import Group
+
+__all__ = ["ImageAction"]
+
+_PADDING_MODES = ("zeros", "border", "reflection")
+_INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
+
+
+class ImageAction(Action):
+    """Moves images, masks and feature maps ``(B, ..., H, W)`` by planar matrices or circular shifts.
+
+    Convention:
+        Acts on the last two dims ``(H, W)``; every leading dim after the batch (channels, classes)
+        moves together. A planar element ``A`` (2×2, see :mod:`symwrap.groups.matrix`) maps the pixel at
+        centred coordinates ``p = (row, col)`` to ``A p``: ``(g·x)[q] = x[Aᵀ q]``. The 90° rotation is
+        ``torch.rot90(x, 1, dims=(-2, -1))``, the mirror ``diag(1, -1)`` is ``torch.flip(x, dims=[-1])``.
+        Signed permutation matrices (rot90, flips, D4) are applied exactly, as one gather of pixels; a
+        rotation by 90° needs ``H == W``. Other angles (``c8``, ``so2``) are interpolated with
+        ``torch.nn.functional.grid_sample`` (``align_corners=False``); the padding policy fills what
+        comes from outside the image: ``"zeros"`` (default), ``"border"`` or ``"reflection"``.
+        Shift codes ``(dy, dx)`` act as ``torch.roll(x, (dy, dx), dims=(-2, -1))``; on an output map of
+        another size the shift is scaled by the size ratio, which must give whole pixels.
+        Outputs are pulled back with the inverse element through the same rules.
+
+    Args:
+        padding: Padding policy for interpolated rotations.
+        interpolation: ``grid_sample`` mode for interpolated rotations.
+    """
+
+    name = "image"
+    layout = "images (B, ..., H, W)"
+
+    def __init__(self, padding: str = "zeros", interpolation: str = "bilinear") -> None:
+        if padding not in _PADDING_MODES:
+            raise ValueError(f"padding must be one of {_PADDING_MODES}, got {padding!r}")
+        if interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
+        self.padding, self.interpolation = padding, interpolation
+        self._tables: dict[tuple, Tensor] = {}
+
+    def __repr__(self) -> str:
+        return f"ImageAction(padding={self.padding!r}, interpolation={self.interpolation!r})"
+
+    def problem(self, x: object, group: Group, *, output: bool = False) -> str | None:
+        base = super().problem(x, group, output=output)
+        if base:
+            return base
+        assert isinstance(x, Tensor)
+        if x.ndim < 3:
+            return "expected at least 3 dims (batch, height, width); add the missing dims (e.g. x[:, None])."
+        if group.code_shape == (2, 2):
+            h, w = x.shape[-2:]
+            if h != w and _has_quarter_turns(group):
+                return (
+                    f"rotations by 90° need square images to stack the rotated copies, but H={h} != W={w}. "
+                    "Resize or centre-crop to a square first, or use a group without rotations (flip, vflip)."
+                )
+        elif group.code_shape != (2,):
+            return f"the image action moves planar (2, 2) matrices or shifts, not codes of shape {group.code_shape}."
+        return None
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, x: Tensor, src: Tensor, elements: Tensor, group: Group) -> Tensor:
+        if elements.shape[1:] == (2,):
+            return _gather_pixels(x, src, _shift_index(elements, x.shape[-2], x.shape[-1], group))
+        integer = (elements - elements.round()).abs().amax() < 1e-6 if elements.numel() else True
+        if bool(integer):
+            return _gather_pixels(x, src, self._permutation_index(elements.round(), x.shape[-2], x.shape[-1]))
+        return self._resample(x, src, elements)
+
+    def _permutation_index(self, matrices: Tensor, h: int, w: int) -> Tensor:
+        """Source pixel (flat) of each output pixel for signed permutation matrices, ``(R, H·W)``."""
+        # Each entry is -1, 0 or 1: a base-3 key identifies the element, tables are cached per size.
+        keys = ((matrices.reshape(-1, 4).long() + 1) * torch.tensor([1, 3, 9, 27], device=matrices.device)).sum(-1)
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        tables = []
+        for key in unique.tolist():
+            cache_key = (key, h, w, matrices.device)
+            if cache_key not in self._tables:
+                digits = [(key // 3**i) % 3 - 1 for i in range(4)]
+                a = torch.tensor(digits, dtype=torch.float64).reshape(2, 2)
+                self._tables[cache_key] = _matrix_source_index(a, h, w).to(matrices.device)
+            tables.append(self._tables[cache_key])
+        return torch.stack(tables)[inverse]
+
+    def _resample(self, x: Tensor, src: Tensor, matrices: Tensor) -> Tensor:
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"interpolated rotations need floating-point data, got {x.dtype}")
+        h, w = x.shape[-2:]
+        lead = x.shape[1:-2]
+        rows = x.index_select(0, src).reshape(src.shape[0], -1, h, w)
+        # grid_sample's grid is (x=col, y=row) in [-1, 1]: theta = S⁻¹ P Aᵀ P S with P the swap, S the half-sizes.
+        swap = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64, device=x.device)
+        scale = torch.diag(torch.tensor([w / 2, h / 2], dtype=torch.float64, device=x.device))
+        a_t = matrices.to(torch.float64).transpose(-1, -2)
+        linear = torch.linalg.inv(scale) @ swap @ a_t @ swap @ scale
+        theta = torch.cat([linear, torch.zeros(*linear.shape[:-1], 1, dtype=linear.dtype, device=x.device)], dim=-1)
+        grid = F.affine_grid(theta.to(x.dtype), list(rows.shape), align_corners=False)
+        out = F.grid_sample(rows, grid, mode=self.interpolation, padding_mode=self.padding, align_corners=False)
+        return out.reshape(src.shape[0], *lead, h, w)
+
+
+def _has_quarter_turns(group: Group) -> bool:
+    """Whether some element of a planar group swaps the two image axes (off-diagonal entries)."""
+    if group.is_finite:
+        elements = group.elements()
+        return bool((elements[:, 0, 1].abs() > 1e-6).any())
+    return True  # continuous rotations
+
+
+def _matrix_source_index(a: Tensor, h: int, w: int) -> Tensor:
+    """Flat source index ``(H·W,)`` of each output pixel under a signed permutation matrix ``a``."""
+    rows = torch.arange(h, dtype=torch.float64) - (h - 1) / 2
+    cols = torch.arange(w, dtype=torch.float64) - (w - 1) / 2
+    q = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
+    p = q @ a  # row vectors: (Aᵀ q)ᵀ = qᵀ A
+    i = torch.round(p[:, 0] + (h - 1) / 2).long()  # quarter turns only reach here for square images
+    j = torch.round(p[:, 1] + (w - 1) / 2).long()
+    return i * w + j
+
+
+def _shift_index(shifts: Tensor, h: int, w: int, group: Group) -> Tensor:
+    """Flat source index ``(R, H·W)`` of each output pixel for shift codes ``(R, 2)``."""
+    gh, gw = getattr(group, "height", None) or h, getattr(group, "width", None) or w
+    if (h * shifts[:, 0] % gh).any() or (w * shifts[:, 1] % gw).any():
+        raise ValueError(
+            f"cannot move a {h}×{w} map by shifts defined on {gh}×{gw} images: the scaled shift is not a whole "
+            "pixel. Use a shift stride that the size ratio divides."
+        )
+    dy = (shifts[:, 0] * h // gh)[:, None, None]
+    dx = (shifts[:, 1] * w // gw)[:, None, None]
+    i = torch.remainder(torch.arange(h, device=shifts.device)[None, :, None] - dy, h)
+    j = torch.remainder(torch.arange(w, device=shifts.device)[None, None, :] - dx, w)
+    return (i * w + j).reshape(shifts.shape[0], h * w)
+
+
+def _gather_pixels(x: Tensor, src: Tensor, index: Tensor) -> Tensor:
+    """``out[r, ..., p] = x[src[r], ..., index[r, p]]`` over flattened pixels; ``x`` ``(B, ..., H, W)``."""
+    shape = x.shape
+    flat = x.reshape(shape[0], -1, shape[-2] * shape[-1]).index_select(0, src)
+    out = torch.gather(flat, 2, index[:, None, :].expand(-1, flat.shape[1], -1))
+    return out.reshape(src.shape[0], *shape[1:])

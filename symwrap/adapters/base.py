@@ -1,0 +1,184 @@
+"""Adapters: how to call one family of models (which argument the group acts on, which outputs to combine)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any, ClassVar, Union
+
+import torch
+from torch import Tensor, nn
+
+from symwrap.errors import ConfigError, InputLayoutError
+from symwrap.nested import TreeSpec, tree_map
+
+__all__ = ["Adapter", "BoundCall", "Selector"]
+
+#: An argument or output selector: a positional index, a keyword / field name, or a dotted path.
+Selector = Union[int, str]
+
+
+def _as_selectors(value: Selector | Sequence[Selector] | None) -> tuple[Selector, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, str)):
+        return (value,)
+    if isinstance(value, Sequence) and all(isinstance(v, (int, str)) for v in value):
+        return tuple(value)
+    raise ConfigError(f"invalid selector {value!r}: use an int (position), a str (name) or a tuple of them")
+
+
+class BoundCall:
+    """One call of the model, with the tensors the group acts on located among its arguments.
+
+    Attributes:
+        acted: The tensors the group acts on, each ``(B, ...)``; the first defines ``B``.
+        batch_size: ``B``.
+    """
+
+    def __init__(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], locations: list[tuple]) -> None:
+        self.model, self.args, self.kwargs, self.locations = model, list(args), dict(kwargs), locations
+        self.acted: list[Tensor] = [self._get(loc) for loc in locations]
+        self.batch_size = int(self.acted[0].shape[0])
+
+    def _get(self, loc: tuple) -> Any:
+        return self.args[loc[1]] if loc[0] == "arg" else self.kwargs[loc[1]]
+
+    def call(self, acted_rows: list[Tensor], src: Tensor) -> Any:
+        """Run the model on rows: acted tensors replaced by ``acted_rows``; other batched tensors indexed by ``src``.
+
+        A tensor argument is batched when its first dim equals ``B``; with ``B == 1`` it is broadcast with
+        ``expand`` (no copy), otherwise its rows are gathered with ``index_select``.
+        """
+        rows = src.shape[0]
+        batch = self.batch_size
+
+        def take(value: Any) -> Any:
+            if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == batch:
+                if batch == 1:
+                    return value.expand(rows, *value.shape[1:])
+                return value.index_select(0, src.to(value.device))
+            return value
+
+        args = [tree_map(take, a) for a in self.args]
+        kwargs = {k: tree_map(take, v) for k, v in self.kwargs.items()}
+        for loc, value in zip(self.locations, acted_rows):
+            if loc[0] == "arg":
+                args[loc[1]] = value
+            else:
+                kwargs[loc[1]] = value
+        return self.model(*args, **kwargs)
+
+
+class Adapter:
+    """Knows how to call one family of models. The generic :class:`~symwrap.adapters.torch.TorchAdapter`
+    serves any ``nn.Module``; plugins add adapters for timm, transformers, open_clip.
+
+    Args:
+        model: The model to call.
+        input: Which argument(s) the group acts on: a position, a keyword name, or a tuple of them.
+        select: Which output leaves to symmetrize (dotted paths such as ``"logits"`` or ``"0"``);
+            ``None`` selects every floating-point tensor with a batch dimension.
+    """
+
+    name: ClassVar[str] = "adapter"
+    #: Adapters are tried from the highest priority down; the generic torch adapter has the lowest.
+    priority: ClassVar[int] = 0
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        input: Selector | Sequence[Selector] | None = None,
+        select: Selector | Sequence[Selector] | None = None,
+    ) -> None:
+        self.model = model
+        self.input = _as_selectors(input)
+        self.select = _as_selectors(select)
+        try:
+            self._params = list(inspect.signature(model.forward).parameters)
+        except (TypeError, ValueError):
+            self._params = []
+
+    @classmethod
+    def matches(cls, model: Any) -> bool:
+        """Whether this adapter knows how to call ``model``."""
+        return False
+
+    # ------------------------------------------------------------------ inputs
+    def default_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Selector, ...]:
+        """The argument the group acts on when the user names none: the first tensor argument."""
+        for i, value in enumerate(args):
+            if isinstance(value, Tensor):
+                return (i,)
+        for name, value in kwargs.items():
+            if isinstance(value, Tensor):
+                return (name,)
+        raise InputLayoutError(
+            "the model was called without a tensor argument for the group to act on; "
+            "call it with a tensor or name the argument with symwrap.wrap(..., input='name')."
+        )
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BoundCall:
+        """Locate the acted tensors of one call."""
+        selectors = self.input or self.default_input(args, kwargs)
+        locations = [self._locate(s, args, kwargs) for s in selectors]
+        call = BoundCall(self.model, args, kwargs, locations)
+        for selector, value in zip(selectors, call.acted):
+            if not isinstance(value, Tensor) or value.ndim == 0:
+                raise InputLayoutError(
+                    f"the input {selector!r} the group acts on must be a batched tensor, got {type(value).__name__}"
+                )
+            if value.shape[0] != call.batch_size:
+                raise InputLayoutError(
+                    f"the acted inputs must share the batch size: {selectors[0]!r} has {call.batch_size}, "
+                    f"{selector!r} has {value.shape[0]}"
+                )
+        return call
+
+    def _locate(self, selector: Selector, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple:
+        if isinstance(selector, int):
+            if 0 <= selector < len(args):
+                return ("arg", selector)
+        else:
+            if selector in kwargs:
+                return ("kw", selector)
+            if selector in self._params and self._params.index(selector) < len(args):
+                return ("arg", self._params.index(selector))
+        passed = [f"position {i}" for i in range(len(args))] + [repr(k) for k in kwargs]
+        raise InputLayoutError(
+            f"input={selector!r} does not name an argument of this call; "
+            f"the call passed {', '.join(passed) or 'nothing'}. "
+            "Pass that argument, or choose another with symwrap.wrap(..., input=...)."
+        )
+
+    # ------------------------------------------------------------------ outputs
+    def selected_leaves(self, spec: TreeSpec, leaves: list[Any], rows: int) -> list[int]:
+        """Indices of the output leaves to symmetrize for a chunk of ``rows`` rows."""
+        batched = [
+            i for i, leaf in enumerate(leaves) if isinstance(leaf, Tensor) and leaf.ndim > 0 and leaf.shape[0] == rows
+        ]
+        if self.select is None:
+            chosen = [i for i in batched if leaves[i].dtype.is_floating_point or leaves[i].dtype.is_complex]
+            if not chosen:
+                raise ConfigError(
+                    "the model returned no floating-point tensor with a batch dimension to combine "
+                    f"(output leaves: {', '.join(spec.paths) or 'none'}); choose one with select=..."
+                )
+            return chosen
+        chosen = []
+        for selector in self.select:
+            key = str(selector)
+            hits = [i for i, p in enumerate(spec.paths) if p == key or p.startswith(key + ".")]
+            if not hits:
+                raise ConfigError(
+                    f"select={selector!r} matches no output of the model; its outputs are {', '.join(spec.paths)}"
+                )
+            bad = [spec.paths[i] for i in hits if i not in batched or not torch.is_floating_point(leaves[i])]
+            if bad:
+                raise ConfigError(
+                    f"select={selector!r} includes {', '.join(bad)}, which is not a floating-point tensor with a "
+                    "batch dimension; select only such outputs"
+                )
+            chosen.extend(hits)
+        return sorted(set(chosen))

@@ -1,0 +1,14 @@
+"""Built-in methods."""
+
+from __future__ import annotations
+
+from symwrap.hookspecs import Register, hookimpl
+from symwrap.methods.group_averaging import GroupAveraging
+from symwrap.methods.monte_carlo import MonteCarlo
+
+
+@hookimpl
+def symwrap_register_methods(register: Register) -> None:
+    register("group_averaging", GroupAveraging, "average over the whole orbit (exact, |G| passes)")
+    register("equitune", GroupAveraging, "alias of group_averaging (Basu et al. 2023)")
+    register("monte_carlo", MonteCarlo, "average over k Haar-sampled elements, with a standard error")

@@ -1,0 +1,192 @@
+"""The orbit engine shared by every method (see the README's Architecture section).
+
+    plan      -> elements (B, k) and prior weights (B, k)            (the method)
+    expand    -> x' = g·x for the planned g, rows r = b·k + j          (the input action, per chunk)
+    evaluate  -> f(x') in chunks of ``chunk_size`` rows, one forward per chunk
+    pull back -> g⁻¹·f(x') for equivariant outputs                     (the output action)
+    reduce    -> Σ_j w[b, j] · (pulled-back outputs) in the chosen space (streamed, chunk by chunk)
+
+Nothing here loops over group elements: a chunk holds rows of any inputs and elements, and each
+action moves a whole chunk with one batched kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from symwrap.actions.base import Action
+from symwrap.adapters.base import Adapter, BoundCall
+from symwrap.chunking import ChunkTuner
+from symwrap.groups.base import Group
+from symwrap.methods.base import Plan
+from symwrap.nested import TreeSpec, tree_flatten, tree_unflatten
+from symwrap.reduce import OrbitReducer
+
+__all__ = ["ChunkSize", "OrbitEngine", "SymmetrizedOutput"]
+
+ChunkSize = int | str | None
+
+
+@dataclass
+class SymmetrizedOutput:
+    """Returned instead of the plain output when a method reports a standard error.
+
+    Attributes:
+        output: The symmetrized output (the base model's output type).
+        stderr: The same structure with the standard error of each combined tensor (``None`` elsewhere).
+    """
+
+    output: Any
+    stderr: Any
+
+
+@dataclass
+class _Chunk:
+    src: Tensor  # (R,) input row of each orbit row
+    slot: Tensor  # (R,) orbit slot j of each row
+    elements: Tensor  # (R, *code)
+    leaves: list[Any]  # flattened model output of the chunk
+    spec: TreeSpec
+
+
+class OrbitEngine:
+    """Runs a model over planned orbit copies in chunks and combines the outputs.
+
+    Args:
+        chunk_size: Rows per forward: an int, ``None`` (all rows in one forward) or ``"auto"`` (measured).
+        tuner: The :class:`ChunkTuner` that serves ``"auto"``.
+    """
+
+    def __init__(self, chunk_size: ChunkSize = "auto", tuner: ChunkTuner | None = None) -> None:
+        self.chunk_size = chunk_size
+        self.tuner = tuner or ChunkTuner()
+
+    # ------------------------------------------------------------------ chunking
+    def _rows_per_chunk(self, call: BoundCall, group: Group, action: Action, plan: Plan) -> int:
+        batch, copies = plan.elements.shape[:2]
+        rows = batch * copies
+        if self.chunk_size is None:
+            return rows
+        if isinstance(self.chunk_size, int):
+            return min(self.chunk_size, rows)
+        flat = plan.elements.reshape(rows, *plan.elements.shape[2:])
+        src = torch.arange(batch, device=flat.device).repeat_interleave(copies)
+
+        def measure(c: int) -> None:
+            acted = [action.apply(x, src[:c].to(x.device), flat[:c], group) for x in call.acted]
+            call.call(acted, src[:c])
+
+        key = (tuple((tuple(x.shape), x.dtype, x.device) for x in call.acted), copies, type(group).__name__)
+        return self.tuner.choose(key, rows, batch, copies, measure, call.acted[0].device)
+
+    def _chunks(self, call: BoundCall, group: Group, action: Action, plan: Plan) -> Iterator[_Chunk]:
+        batch, copies = plan.elements.shape[:2]
+        rows = batch * copies
+        per_chunk = self._rows_per_chunk(call, group, action, plan)
+        device = call.acted[0].device
+        flat = plan.elements.reshape(rows, *plan.elements.shape[2:])
+        src_all = torch.arange(batch, device=device).repeat_interleave(copies)
+        slot_all = torch.arange(copies, device=device).repeat(batch)
+        for start in range(0, rows, per_chunk):
+            src = src_all[start : start + per_chunk]
+            elements = flat[start : start + per_chunk]
+            acted = [action.apply(x, src.to(x.device), elements, group) for x in call.acted]
+            out = call.call(acted, src)
+            leaves, spec = tree_flatten(out)
+            yield _Chunk(src, slot_all[start : start + per_chunk], elements, leaves, spec)
+
+    # ------------------------------------------------------------------ public
+    def run(
+        self,
+        call: BoundCall,
+        adapter: Adapter,
+        group: Group,
+        input_action: Action,
+        output_action: Action | None,
+        plan: Plan,
+        *,
+        reduce: str = "logits",
+        class_dim: int = -1,
+        second_moment: bool = False,
+    ) -> Any:
+        """Symmetrize one call: returns the model's output type with the selected leaves combined.
+
+        With ``second_moment`` the result is a :class:`SymmetrizedOutput` carrying standard errors
+        ``sqrt(Var / k)`` of the uniform-weight average.
+        """
+        reducer = OrbitReducer(call.batch_size, plan.weights, reduce, class_dim, second_moment)
+        first: _Chunk | None = None
+        selected: list[int] = []
+        for chunk in self._chunks(call, group, input_action, plan):
+            if first is None:
+                first = chunk
+                selected = adapter.selected_leaves(chunk.spec, chunk.leaves, chunk.src.shape[0])
+            values = self._pulled_back(chunk, selected, group, output_action)
+            reducer.update(chunk.src, chunk.slot, values)
+        assert first is not None
+        output = _assemble(first, selected, reducer.result())
+        if not second_moment:
+            return output
+        stderr = [(v / plan.copies).sqrt() for v in reducer.variance()]
+        return SymmetrizedOutput(output, _assemble(first, selected, stderr))
+
+    def evaluate(
+        self,
+        call: BoundCall,
+        adapter: Adapter,
+        group: Group,
+        input_action: Action,
+        output_action: Action | None,
+        plan: Plan,
+    ) -> tuple[list[Tensor], list[str]]:
+        """Every copy's pulled-back output, unreduced: one ``(B, k, ...)`` tensor per selected leaf, and its path."""
+        per_leaf: list[list[Tensor]] = []
+        selected: list[int] = []
+        paths: list[str] = []
+        for chunk in self._chunks(call, group, input_action, plan):
+            if not per_leaf:
+                selected = adapter.selected_leaves(chunk.spec, chunk.leaves, chunk.src.shape[0])
+                per_leaf = [[] for _ in selected]
+                paths = [chunk.spec.paths[i] for i in selected]
+            for store, value in zip(per_leaf, self._pulled_back(chunk, selected, group, output_action)):
+                store.append(value)
+        batch, copies = plan.elements.shape[:2]
+        return [torch.cat(parts).reshape(batch, copies, *parts[0].shape[1:]) for parts in per_leaf], paths
+
+    @staticmethod
+    def _pulled_back(chunk: _Chunk, selected: list[int], group: Group, output_action: Action | None) -> list[Tensor]:
+        values = [chunk.leaves[i] for i in selected]
+        if output_action is None:
+            return values
+        inverse = group.inverse(chunk.elements)
+        rows = torch.arange(chunk.src.shape[0], device=chunk.src.device)
+        pulled = []
+        for value in values:
+            output_action.check(value, group, output=True)
+            pulled.append(output_action.apply(value, rows.to(value.device), inverse, group))
+        return pulled
+
+
+def _assemble(first: _Chunk, selected: list[int], reduced: list[Tensor]) -> Any:
+    """The output structure of the model with reduced values in the selected leaves.
+
+    Other tensor leaves are set to ``None`` (they were not combined, and a single copy's value would be
+    wrong for the symmetrized model); non-tensor leaves (strings, configs) are kept.
+    """
+    leaves: list[Any] = []
+    values = iter(reduced)
+    for i, leaf in enumerate(first.leaves):
+        if i in selected:
+            leaves.append(next(values))
+        elif isinstance(leaf, Tensor):
+            leaves.append(None)
+        else:
+            leaves.append(leaf)
+    if first.spec.kind == "leaf":
+        return leaves[0]
+    return tree_unflatten(first.spec, leaves)

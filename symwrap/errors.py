@@ -1,0 +1,90 @@
+"""The exceptions symwrap raises. Every message names the cause and how to fix it."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "ConfigError",
+    "DuplicateNameError",
+    "IncompatibleModelError",
+    "InputLayoutError",
+    "PluginLoadError",
+    "PluginLoadWarning",
+    "SymwrapError",
+    "UnknownNameError",
+]
+
+
+class SymwrapError(Exception):
+    """Base class of every error symwrap raises on purpose."""
+
+
+class UnknownNameError(SymwrapError, KeyError):
+    """A group, method, adapter (or other registry) name that is not registered.
+
+    The message lists the close matches and all available names.
+    """
+
+    def __init__(self, kind: str, name: str, available: Iterable[str], hint: str = "") -> None:
+        available = sorted(available)
+        self.kind, self.name, self.available = kind, name, available
+        close = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
+        message = f"unknown {kind} {name!r}."
+        if close:
+            message += f" Did you mean {' or '.join(repr(c) for c in close)}?"
+        message += f" Available {kind}s: {', '.join(available) if available else '(none)'}."
+        if hint:
+            message += f" {hint}"
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return self.message
+
+
+class DuplicateNameError(SymwrapError, ValueError):
+    """Two plugins registered the same name; the message names both."""
+
+    def __init__(self, kind: str, name: str, first_plugin: str, second_plugin: str) -> None:
+        self.kind, self.name, self.first_plugin, self.second_plugin = kind, name, first_plugin, second_plugin
+        super().__init__(
+            f"{kind} {name!r} is registered twice: first by plugin {first_plugin!r}, again by plugin "
+            f"{second_plugin!r}. Rename one of them, or disable one plugin "
+            f"(SYMWRAP_LOAD_PLUGINS=... lists the plugins to load)."
+        )
+
+
+class PluginLoadError(SymwrapError, ImportError):
+    """A third-party plugin failed to import or to register. The original exception is chained.
+
+    Load failures never make ``import symwrap`` fail: they are collected (see
+    :func:`symwrap.plugin_errors`) and reported as a :class:`PluginLoadWarning`.
+    """
+
+    def __init__(self, entry_point: str, distribution: str | None, cause: BaseException) -> None:
+        self.entry_point, self.distribution, self.cause = entry_point, distribution, cause
+        dist = f" from distribution {distribution!r}" if distribution else ""
+        super().__init__(
+            f"symwrap plugin {entry_point!r}{dist} failed to load: {type(cause).__name__}: {cause}. "
+            f"Fix or uninstall that package, or skip it with SYMWRAP_DISABLE_PLUGIN_AUTOLOAD=1 "
+            f"(or list the plugins you want in SYMWRAP_LOAD_PLUGINS=name1,name2)."
+        )
+        self.__cause__ = cause
+
+
+class PluginLoadWarning(UserWarning):
+    """Issued once per plugin that failed to load."""
+
+
+class IncompatibleModelError(SymwrapError, TypeError):
+    """No adapter knows how to call the model, or the chosen adapter cannot serve it."""
+
+
+class InputLayoutError(SymwrapError, ValueError):
+    """A group's action does not fit the data it was given (wrong rank, size or dtype)."""
+
+
+class ConfigError(SymwrapError, ValueError):
+    """An option passed to :func:`symwrap.wrap` (or a method config) is invalid; the message names the field."""

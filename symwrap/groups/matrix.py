@@ -1,0 +1,290 @@
+"""Groups of orthogonal matrices: finite planar groups (rot90, flips, D4, C_N, D_N) and O(d) / SO(d).
+
+Convention (planar groups acting on images):
+    Elements are 2×2 matrices acting on centred pixel coordinates ``(row, col)``. The rotation by θ
+    is ``[[cos θ, -sin θ], [sin θ, cos θ]]``: θ = 90° is exactly ``torch.rot90(x, 1, dims=(-2, -1))``
+    (counter-clockwise on screen, from dim -2 toward dim -1). The mirror ``flip`` is ``diag(1, -1)``:
+    it reverses the width axis (dim -1), like ``torch.flip(x, dims=[-1])``; ``vflip`` is ``diag(-1, 1)``.
+    Composition is matrix product, ``compose(a, b) = a @ b`` (``b`` acts first); the inverse is the
+    transpose. ``d4`` lists its elements as ``r^k m^f`` in the order ``(k, f) = (0,0), (0,1), (1,0), ...``
+    where ``r`` is the 90° rotation and ``m`` the mirror, i.e. the mirror acts first.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from symwrap.groups.base import ContinuousGroup, FiniteGroup
+
+if TYPE_CHECKING:
+    from symwrap.actions.base import Action
+
+__all__ = [
+    "EuclideanGroup",
+    "MatrixGroup",
+    "OrthogonalGroup",
+    "cyclic",
+    "d4",
+    "dihedral",
+    "flip",
+    "haar_orthogonal",
+    "product",
+    "rot90",
+    "rot180",
+    "rotation_matrix",
+    "vflip",
+]
+
+
+def rotation_matrix(k: int, n: int) -> Tensor:
+    """The planar rotation by ``2πk/n`` as a float64 ``(2, 2)`` matrix, exact for multiples of 90°."""
+    if (4 * k) % n == 0:  # multiples of 90°: exact integers, no rounding error
+        quarter = (4 * k // n) % 4
+        c, s = [(1, 0), (0, 1), (-1, 0), (0, -1)][quarter]
+    else:
+        angle = 2 * math.pi * k / n
+        c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+
+
+def _default_action_for_dim(dim: int, kind: str | None) -> Action:
+    from symwrap.actions.image import ImageAction
+    from symwrap.actions.points import PointCloudAction
+
+    kind = kind or ("image" if dim == 2 else "points")
+    return ImageAction() if kind == "image" else PointCloudAction()
+
+
+class MatrixGroup(FiniteGroup):
+    """A finite subgroup of O(d), listed as matrices ``(|G|, d, d)`` with the identity first.
+
+    Args:
+        elements: ``(|G|, d, d)`` orthogonal matrices; the set must be closed under products.
+        name: Registry name.
+        exact: Whether its action on data is exact (true for signed permutation matrices on images).
+        action: ``"image"`` or ``"points"``: the default action (images for d = 2).
+    """
+
+    def __init__(self, elements: Tensor, name: str, *, exact: bool | None = None, action: str | None = None) -> None:
+        elements = torch.as_tensor(elements, dtype=torch.float64)
+        if elements.ndim != 3 or elements.shape[-1] != elements.shape[-2]:
+            raise ValueError(f"MatrixGroup elements must have shape (n, d, d), got {tuple(elements.shape)}")
+        eye = torch.eye(elements.shape[-1], dtype=torch.float64)
+        if not torch.allclose(elements[0], eye, atol=1e-9):
+            raise ValueError("MatrixGroup elements must list the identity first")
+        self._elements = elements
+        self.name = name
+        self.code_shape = tuple(elements.shape[1:])
+        integer = bool(torch.all((elements - elements.round()).abs() < 1e-12))
+        self.exact = integer if exact is None else exact
+        self._action_kind = action
+        self._cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    @property
+    def dim(self) -> int:
+        return self.code_shape[0]
+
+    def elements(self) -> Tensor:
+        return self._elements.float()
+
+    def elements_like(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """:meth:`elements` on ``device``/``dtype``, cached."""
+        key = (torch.device(device or "cpu"), dtype)
+        if key not in self._cache:
+            self._cache[key] = self._elements.to(device=key[0], dtype=dtype)
+        return self._cache[key]
+
+    def order(self) -> int:
+        return int(self._elements.shape[0])
+
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        return a @ b
+
+    def inverse(self, a: Tensor) -> Tensor:
+        return a.transpose(-1, -2)
+
+    def default_action(self) -> Action:
+        return _default_action_for_dim(self.dim, self._action_kind)
+
+
+def _planar(mats: list[Tensor], name: str) -> MatrixGroup:
+    return MatrixGroup(torch.stack(mats), name)
+
+
+def rot90() -> MatrixGroup:
+    """C4: rotations by 0°, 90°, 180°, 270° (counter-clockwise, as ``torch.rot90``). Exact."""
+    return _planar([rotation_matrix(k, 4) for k in range(4)], "rot90")
+
+
+def rot180() -> MatrixGroup:
+    """C2 of rotations by 0° and 180° (the same as flipping both axes). Exact."""
+    return _planar([rotation_matrix(0, 2), rotation_matrix(1, 2)], "rot180")
+
+
+def flip() -> MatrixGroup:
+    """The horizontal mirror: identity and reversing the width axis (dim -1). Exact."""
+    return _planar([torch.eye(2, dtype=torch.float64), torch.diag(torch.tensor([1.0, -1.0]))], "flip")
+
+
+def vflip() -> MatrixGroup:
+    """The vertical mirror: identity and reversing the height axis (dim -2). Exact."""
+    return _planar([torch.eye(2, dtype=torch.float64), torch.diag(torch.tensor([-1.0, 1.0]))], "vflip")
+
+
+def cyclic(n: int) -> MatrixGroup:
+    """C_N: rotations by ``360°·k/N``. Exact for N ∈ {1, 2, 4}; otherwise interpolated (``exact=False``)."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"cyclic group order must be a positive integer, got {n!r}")
+    return MatrixGroup(torch.stack([rotation_matrix(k, n) for k in range(n)]), f"c{n}", exact=4 % n == 0)
+
+
+def product(*factors: MatrixGroup, name: str | None = None) -> MatrixGroup:
+    """The group ``{a·b·…}`` of products of one element of each factor (rightmost acts first).
+
+    The factors must be finite matrix groups of the same dimension whose products form a group
+    (e.g. ``product(rot90(), flip())`` is D4). Elements are listed lexicographically by factor index.
+
+    Raises:
+        ValueError: if the products are not closed (the factors do not normalise each other).
+    """
+    if not factors or not all(isinstance(f, MatrixGroup) for f in factors):
+        raise TypeError("product() takes finite matrix groups, e.g. product(rot90(), flip())")
+    if len({f.dim for f in factors}) != 1:
+        raise ValueError("product() factors must act in the same dimension")
+    result = factors[0]._elements
+    for factor in factors[1:]:
+        result = (result[:, None] @ factor._elements[None]).reshape(-1, factor.dim, factor.dim)
+    unique: list[Tensor] = []
+    for m in result:
+        if not any(torch.allclose(m, u, atol=1e-9) for u in unique):
+            unique.append(m)
+    elements = torch.stack(unique)
+    products = (elements[:, None] @ elements[None]).reshape(-1, factors[0].dim, factors[0].dim)
+    dist = (products[:, None] - elements[None]).abs().amax(dim=(-1, -2))
+    if not bool((dist.amin(dim=1) < 1e-9).all()):
+        raise ValueError(
+            f"the products of {', '.join(f.name for f in factors)} do not form a group; "
+            "the factors must normalise each other (like rotations and a mirror)"
+        )
+    exact = all(f.exact for f in factors)
+    return MatrixGroup(elements, name or "×".join(f.name for f in factors), exact=exact, action=factors[0]._action_kind)
+
+
+def d4() -> MatrixGroup:
+    """D4, the 8 symmetries of the square, built as ``product(rot90(), flip())``. Exact."""
+    return product(rot90(), flip(), name="d4")
+
+
+def dihedral(n: int) -> MatrixGroup:
+    """D_N = ``product(cyclic(n), flip())``, 2N elements. Exact for N ∈ {1, 2, 4}."""
+    return product(cyclic(n), flip(), name=f"d{n}")
+
+
+def haar_orthogonal(n: int, d: int, *, special: bool, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` Haar-distributed matrices of O(d) (or SO(d) when ``special``), float64 ``(n, d, d)``.
+
+    QR of a Gaussian matrix with the sign of R's diagonal fixed (Mezzadri 2007, "How to generate
+    random matrices from the classical compact groups"); for SO(d) the first column of the
+    reflections is negated, which maps Haar(O(d)) restricted to det = -1 onto Haar(SO(d)).
+    """
+    z = torch.randn(n, d, d, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(z)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    if special:
+        det = torch.linalg.det(q)
+        q[:, :, 0] = q[:, :, 0] * det.sign().unsqueeze(-1)
+    return q
+
+
+class OrthogonalGroup(ContinuousGroup):
+    """O(d) (``special=False``) or SO(d) (``special=True``) as ``(d, d)`` matrices, sampled from Haar measure.
+
+    ``so2``/``o2`` act on images by default (interpolated, ``exact=False``); ``d ≥ 3`` act on point clouds.
+    """
+
+    def __init__(self, d: int, *, special: bool, name: str | None = None, action: str | None = None) -> None:
+        if not isinstance(d, int) or d < 1:
+            raise ValueError(f"dimension must be a positive integer, got {d!r}")
+        self.d, self.special = d, special
+        self.name = name or f"{'so' if special else 'o'}{d}"
+        self.code_shape = (d, d)
+        self._action_kind = action or ("image" if d == 2 else "points")
+        self.exact = self._action_kind != "image"
+
+    def identity(self) -> Tensor:
+        return torch.eye(self.d)
+
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        return a @ b
+
+    def inverse(self, a: Tensor) -> Tensor:
+        return a.transpose(-1, -2)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return haar_orthogonal(n, self.d, special=self.special, generator=generator).float()
+
+    def default_action(self) -> Action:
+        return _default_action_for_dim(self.d, self._action_kind)
+
+
+class EuclideanGroup(ContinuousGroup):
+    """E(d) (``special=False``) or SE(d): rigid motions ``x ↦ R x + t`` as homogeneous ``(d+1, d+1)`` matrices.
+
+    Convention:
+        Code ``[[R, t], [0, 1]]``; composition is matrix product; acts on point clouds ``(B, N, d)``.
+        ``sample`` draws ``R`` from Haar measure and ``t ~ N(0, translation_scale² I)`` (translations
+        have no Haar probability measure). For averaging, :meth:`sample_for` instead centres each
+        cloud, so sampled averages are exactly translation invariant.
+    """
+
+    def __init__(self, d: int, *, special: bool, translation_scale: float = 1.0, name: str | None = None) -> None:
+        if not isinstance(d, int) or d < 1:
+            raise ValueError(f"dimension must be a positive integer, got {d!r}")
+        self.d, self.special, self.translation_scale = d, special, float(translation_scale)
+        self.name = name or f"{'se' if special else 'e'}{d}"
+        self.code_shape = (d + 1, d + 1)
+
+    def identity(self) -> Tensor:
+        return torch.eye(self.d + 1)
+
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        return a @ b
+
+    def inverse(self, a: Tensor) -> Tensor:
+        rot = a[..., : self.d, : self.d].transpose(-1, -2)
+        t = a[..., : self.d, self.d :]
+        out = torch.zeros_like(a)
+        out[..., : self.d, : self.d] = rot
+        out[..., : self.d, self.d :] = -rot @ t
+        out[..., self.d, self.d] = 1
+        return out
+
+    def _homogeneous(self, rot: Tensor, t: Tensor) -> Tensor:
+        out = torch.zeros(*rot.shape[:-2], self.d + 1, self.d + 1, dtype=rot.dtype, device=rot.device)
+        out[..., : self.d, : self.d] = rot
+        out[..., : self.d, self.d] = t
+        out[..., self.d, self.d] = 1
+        return out
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        rot = haar_orthogonal(n, self.d, special=self.special, generator=generator)
+        t = torch.randn(n, self.d, generator=generator, dtype=torch.float64) * self.translation_scale
+        return self._homogeneous(rot, t).float()
+
+    def sample_for(self, x: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Elements ``x ↦ R (x - centroid(x))`` with Haar ``R``, ``(B, n, d+1, d+1)`` for clouds ``x`` ``(B, N, d)``."""
+        batch = x.shape[0]
+        rot = haar_orthogonal(batch * n, self.d, special=self.special, generator=generator)
+        rot = rot.reshape(batch, n, self.d, self.d).to(device=x.device, dtype=x.dtype)
+        centroid = x.mean(dim=1)  # (B, d)
+        t = -(rot @ centroid[:, None, :, None]).squeeze(-1)  # (B, n, d)
+        return self._homogeneous(rot, t)
+
+    def default_action(self) -> Action:
+        from symwrap.actions.points import PointCloudAction
+
+        return PointCloudAction()

@@ -1,0 +1,40 @@
+"""Group averaging (equitune): the mean of the pulled-back outputs over the whole orbit.
+
+    f_G(x) = (1/|G|) Σ_g g⁻¹·f(g·x)
+
+Exactly invariant (``g⁻¹`` = identity on outputs) or equivariant for any finite group. Basu et al.,
+"Equi-Tuning: Group Equivariant Fine-Tuning of Pretrained Models", AAAI 2023, arXiv 2210.06475.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor
+
+from symwrap.errors import ConfigError
+from symwrap.groups.base import Group
+from symwrap.methods.base import Method, Plan, uniform_weights
+
+__all__ = ["GroupAveraging"]
+
+
+class GroupAveraging(Method):
+    """Average over all |G| transformed copies (exact; |G| forward passes batched by the engine)."""
+
+    name: ClassVar[str] = "group_averaging"
+    needs_finite_group: ClassVar[bool] = True
+
+    def check_group(self, group: Group) -> None:
+        if not group.is_finite:
+            raise ConfigError(
+                f"method {self.name!r} needs a finite group, but group {group.name!r} is continuous. "
+                "Use method='monte_carlo' (averages k sampled elements) or method='frame_averaging' "
+                "(an input-dependent frame) instead."
+            )
+
+    def plan(self, x: Tensor, group: Group) -> Plan:
+        elements = group.elements().to(x.device)
+        batch, order = x.shape[0], elements.shape[0]
+        expanded = elements.unsqueeze(0).expand(batch, *elements.shape)
+        return Plan(expanded, uniform_weights(batch, order, x.device))

@@ -1,0 +1,174 @@
+"""Plugin discovery and loading (pluggy). Loaded lazily, once, on the first registry access.
+
+Built-in groups, methods and the generic torch adapter come from modules in :mod:`symwrap.builtins`.
+Third-party packages are found through the entry-point group ``symwrap``. Environment variables:
+
+* ``SYMWRAP_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points (only the built-ins, and any names in
+  ``SYMWRAP_LOAD_PLUGINS``).
+* ``SYMWRAP_LOAD_PLUGINS=a,b``: load only these entry points (entry-point or distribution names).
+
+A plugin that fails to import or to register never breaks ``import symwrap`` or the registries: the
+failure is kept as a :class:`PluginLoadError` (see :func:`plugin_errors`) and reported once as a
+:class:`PluginLoadWarning`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from symwrap import hookspecs
+from symwrap.errors import PluginLoadError, PluginLoadWarning
+from symwrap.registry import Registry
+
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "get_plugin_manager",
+    "get_registry",
+    "plugin_errors",
+    "register_plugin",
+    "reload_plugins",
+    "unregister_plugin",
+]
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "symwrap"
+BUILTIN_PLUGINS = ("symwrap.builtins.groups", "symwrap.builtins.methods", "symwrap.builtins.adapters")
+_HOOKS = {
+    "group": "symwrap_register_groups",
+    "method": "symwrap_register_methods",
+    "adapter": "symwrap_register_adapters",
+}
+
+_lock = threading.RLock()
+_state: dict[str, Any] = {"pm": None, "registries": None, "errors": [], "extra": []}
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _selected_entry_points() -> list[EntryPoint]:
+    wanted = {n.strip() for n in os.environ.get("SYMWRAP_LOAD_PLUGINS", "").split(",") if n.strip()}
+    disabled = _truthy(os.environ.get("SYMWRAP_DISABLE_PLUGIN_AUTOLOAD"))
+    if disabled and not wanted:
+        return []
+    found = list(entry_points(group=ENTRY_POINT_GROUP))
+    if not wanted:
+        return found
+    return [ep for ep in found if ep.name in wanted or (ep.dist is not None and ep.dist.name in wanted)]
+
+
+def _record(error: PluginLoadError) -> None:
+    _state["errors"].append(error)
+    logger.warning("%s", error)
+    warnings.warn(str(error), PluginLoadWarning, stacklevel=3)
+
+
+def _load() -> tuple[pluggy.PluginManager, dict[str, Registry]]:
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    _state["errors"] = []
+    dists: dict[str, str | None] = {}
+    for module_name in BUILTIN_PLUGINS:
+        pm.register(importlib.import_module(module_name), name=module_name)
+    for ep in _selected_entry_points():
+        dist = ep.dist.name if ep.dist is not None else None
+        try:
+            plugin = ep.load()
+            if pm.is_registered(plugin):
+                continue
+            pm.register(plugin, name=ep.name)
+            dists[ep.name] = dist
+        except Exception as exc:  # a broken plugin must not break symwrap
+            _record(PluginLoadError(ep.name, dist, exc))
+    for plugin, name in _state["extra"]:
+        if not pm.is_registered(plugin):
+            pm.register(plugin, name=name)
+
+    registries = {kind: Registry(kind) for kind in _HOOKS}
+    builtin_first = sorted(pm.get_plugins(), key=lambda p: pm.get_name(p) not in BUILTIN_PLUGINS)
+    failed: set[str] = set()
+    for plugin in builtin_first:
+        name = pm.get_name(plugin)
+        for kind, hook_name in _HOOKS.items():
+            impl = getattr(plugin, hook_name, None)
+            if impl is None or name in failed:
+                continue
+            try:
+                impl(register=_make_register(registries[kind], name))
+            except Exception as exc:
+                if name in BUILTIN_PLUGINS:
+                    raise
+                failed.add(name)
+                _record(PluginLoadError(name, dists.get(name), exc))
+    for registry in registries.values():
+        registry.failed_plugins = sorted(failed | {e.entry_point for e in _state["errors"]})
+    return pm, registries
+
+
+def _make_register(registry: Registry, plugin: str) -> Callable[..., None]:
+    def register(name: str, factory: Any, description: str = "") -> None:
+        registry.add(name, factory, plugin, description)
+
+    return register
+
+
+def _ensure_loaded() -> dict[str, Registry]:
+    with _lock:
+        if _state["registries"] is None:
+            _state["pm"], _state["registries"] = _load()
+        return _state["registries"]
+
+
+def get_registry(kind: str) -> Registry:
+    """The registry of ``kind`` (``"group"``, ``"method"`` or ``"adapter"``), loading plugins on first use."""
+    return _ensure_loaded()[kind]
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The pluggy plugin manager (loads plugins on first use)."""
+    _ensure_loaded()
+    return _state["pm"]
+
+
+def plugin_errors() -> list[PluginLoadError]:
+    """The :class:`PluginLoadError` of every plugin that failed in the last load."""
+    _ensure_loaded()
+    return list(_state["errors"])
+
+
+def register_plugin(plugin: Any, name: str | None = None) -> None:
+    """Register a plugin object (a module or class with ``@symwrap.hookimpl`` functions) at run time.
+
+    Useful in notebooks and tests; packages should use the ``symwrap`` entry-point group instead.
+    The registries are rebuilt on next use; a failing registration (a duplicate name, say) is reported
+    like any plugin failure (see :func:`plugin_errors`).
+    """
+    with _lock:
+        _state["extra"].append((plugin, name or getattr(plugin, "__name__", repr(plugin))))
+        _state["registries"] = None
+
+
+def unregister_plugin(plugin: Any) -> None:
+    """Undo :func:`register_plugin`."""
+    with _lock:
+        _state["extra"] = [(p, n) for p, n in _state["extra"] if p is not plugin]
+        _state["registries"] = None
+
+
+def reload_plugins() -> None:
+    """Forget the loaded plugins; the next registry access discovers them again (reads the env vars anew)."""
+    with _lock:
+        _state["registries"] = None
+        _state["pm"] = None

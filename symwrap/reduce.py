@@ -1,0 +1,96 @@
+"""Streaming weighted reductions over the orbit copies of each input, in a chosen space."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["REDUCE_SPACES", "OrbitReducer"]
+
+#: ``logits``: weighted mean of raw outputs. ``probs``: weighted mean of ``softmax(y, class_dim)``.
+#: ``log_probs``: log of that mean, computed stably in log space. ``features``: weighted mean of
+#: L2-normalised vectors (last dim), as for CLIP-style embeddings.
+REDUCE_SPACES = ("logits", "probs", "log_probs", "features")
+
+
+class OrbitReducer:
+    """Accumulates ``Σ_j w[b, j] · y[b, j]`` over chunks of rows, for several output leaves at once.
+
+    Rows arrive in chunks: row ``r`` belongs to input ``src[r]`` and orbit slot ``slot[r]``. The sum runs
+    in float32 (or float64 when the outputs are float64), out of place so gradients flow.
+
+    Args:
+        batch: Number of inputs ``B``.
+        weights: ``(B, k)`` weights summing to 1 per input.
+        space: One of :data:`REDUCE_SPACES`.
+        class_dim: The class axis of each output for ``probs``/``log_probs`` (default -1).
+        second_moment: Also accumulate ``Σ w y²`` (for Monte-Carlo standard errors).
+    """
+
+    def __init__(
+        self, batch: int, weights: Tensor, space: str = "logits", class_dim: int = -1, second_moment: bool = False
+    ) -> None:
+        self.batch, self.weights, self.space, self.class_dim = batch, weights, space, class_dim
+        self.second_moment = second_moment
+        self._sum: list[Tensor | None] = []
+        self._sq: list[Tensor | None] = []
+        self._max: list[Tensor | None] = []
+
+    def _prepare(self, y: Tensor) -> Tensor:
+        dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
+        y = y.to(dtype)
+        if self.space == "probs":
+            return torch.softmax(y, dim=self.class_dim)
+        if self.space == "log_probs":
+            return torch.log_softmax(y, dim=self.class_dim)
+        if self.space == "features":
+            return F.normalize(y, dim=-1)
+        return y
+
+    def update(self, src: Tensor, slot: Tensor, leaves: list[Tensor]) -> None:
+        """Add a chunk: ``leaves[i]`` has shape ``(R, ...)`` with rows belonging to ``src`` ``(R,)``."""
+        if not self._sum:
+            self._sum = [None] * len(leaves)
+            self._sq = [None] * len(leaves)
+            self._max = [None] * len(leaves)
+        w = self.weights[src, slot]
+        for i, leaf in enumerate(leaves):
+            y = self._prepare(leaf)
+            wr = w.to(y.dtype).reshape(-1, *([1] * (y.ndim - 1)))
+            if self.space == "log_probs":
+                self._update_log(i, src, y, wr)
+                continue
+            acc = self._sum[i]
+            if acc is None:
+                acc = y.new_zeros((self.batch, *y.shape[1:]))
+            self._sum[i] = acc.index_add(0, src, wr * y)
+            if self.second_moment:
+                sq = self._sq[i]
+                if sq is None:
+                    sq = y.new_zeros((self.batch, *y.shape[1:]))
+                self._sq[i] = sq.index_add(0, src, wr * y.detach() ** 2)
+
+    def _update_log(self, i: int, src: Tensor, log_p: Tensor, w: Tensor) -> None:
+        # Online log-sum-exp: keep a running max M (detached; the result log S + M does not depend on it).
+        log_wp = log_p + torch.log(w)
+        chunk_max = torch.full((self.batch, *log_p.shape[1:]), -torch.inf, dtype=log_p.dtype, device=log_p.device)
+        index = src.reshape(-1, *([1] * (log_p.ndim - 1))).expand_as(log_wp)
+        chunk_max = chunk_max.scatter_reduce(0, index, log_wp.detach(), reduce="amax")
+        old_max, acc = self._max[i], self._sum[i]
+        new_max = chunk_max if old_max is None else torch.maximum(old_max, chunk_max)
+        new_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+        scaled = torch.exp(log_wp - new_max[src])
+        acc = scaled.new_zeros(new_max.shape) if acc is None else acc * torch.exp(old_max - new_max)
+        self._sum[i] = acc.index_add(0, src, scaled)
+        self._max[i] = new_max
+
+    def result(self) -> list[Tensor]:
+        """The reduced leaves, each ``(B, ...)``."""
+        if self.space == "log_probs":
+            return [torch.log(s) + m for s, m in zip(self._sum, self._max)]  # type: ignore[operator]
+        return list(self._sum)  # type: ignore[arg-type]
+
+    def variance(self) -> list[Tensor]:
+        """Weighted variance of the copies per input, ``Σ w y² - (Σ w y)²`` (needs ``second_moment``)."""
+        return [(sq - s.detach() ** 2).clamp_min(0) for s, sq in zip(self._sum, self._sq)]  # type: ignore[operator]

@@ -1,0 +1,107 @@
+"""Name -> factory registries for groups, methods and adapters, each entry recording its plugin."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from symwrap.errors import DuplicateNameError, UnknownNameError
+
+__all__ = ["Entry", "Registry"]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_\-]*(\{n\})?$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered name.
+
+    Attributes:
+        name: The registered name; a family ends in ``{n}`` (``"c{n}"``).
+        factory: Called with the user's options (and ``n=`` for a family) to build the object.
+        plugin: The plugin that registered it.
+        description: One line for listings.
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+    description: str = ""
+
+    @property
+    def is_family(self) -> bool:
+        return self.name.endswith("{n}")
+
+    def match(self, name: str) -> dict[str, int] | None:
+        """Parameters parsed from ``name`` if it belongs to this entry, else ``None``."""
+        if not self.is_family:
+            return {} if name == self.name else None
+        m = re.fullmatch(re.escape(self.name[:-3]) + r"(\d+)", name)
+        return {"n": int(m.group(1))} if m else None
+
+
+class Registry:
+    """The registry of one kind (``"group"``, ``"method"``, ``"adapter"``)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        self.failed_plugins: list[str] = []
+
+    def add(self, name: str, factory: Callable[..., Any], plugin: str, description: str = "") -> Entry:
+        """Register ``name``; raises :class:`DuplicateNameError` naming both plugins if it exists."""
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(
+                f"invalid {self.kind} name {name!r} from plugin {plugin!r}: use lowercase letters, digits, '_' or '-', "
+                "optionally ending in '{n}' for a family"
+            )
+        if not callable(factory):
+            raise TypeError(f"{self.kind} {name!r} from plugin {plugin!r}: factory must be callable, got {factory!r}")
+        if name in self._entries:
+            raise DuplicateNameError(self.kind, name, self._entries[name].plugin, plugin)
+        entry = Entry(name, factory, plugin, description or _first_line(factory))
+        self._entries[name] = entry
+        return entry
+
+    def remove(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    def lookup(self, name: str) -> tuple[Entry, dict[str, int]]:
+        """The entry for ``name`` (exact names first, then families) and its parsed parameters."""
+        if name in self._entries:
+            return self._entries[name], {}
+        for entry in self._entries.values():
+            params = entry.match(name) if entry.is_family else None
+            if params is not None:
+                return entry, params
+        hint = ""
+        if self.failed_plugins:
+            hint = f"Plugins that failed to load (see symwrap.plugin_errors()): {', '.join(self.failed_plugins)}."
+        raise UnknownNameError(self.kind, name, self._entries, hint)
+
+    def create(self, name: str, **options: Any) -> Any:
+        entry, params = self.lookup(name)
+        return entry.factory(**params, **options)
+
+    def names(self, pattern: str = "*") -> list[str]:
+        return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in sorted(self._entries)]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            self.lookup(name)
+        except UnknownNameError:
+            return False
+        return True
+
+
+def _first_line(obj: Any) -> str:
+    doc = getattr(obj, "__doc__", None) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""

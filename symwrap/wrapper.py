@@ -1,0 +1,293 @@
+"""``symwrap.wrap()`` and :class:`SymmetrizedModel`, the peft-like face of the library."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from symwrap.actions import Action, AxisPermutationAction, ImageAction, PointCloudAction, VectorAction
+from symwrap.adapters.base import Adapter, Selector
+from symwrap.engine import ChunkSize, OrbitEngine
+from symwrap.errors import ConfigError, IncompatibleModelError
+from symwrap.groups.base import Group
+from symwrap.methods.base import Method
+from symwrap.plugins import get_registry
+from symwrap.reduce import REDUCE_SPACES
+
+__all__ = ["SymmetrizedModel", "WrapConfig", "get_action", "get_adapter", "get_group", "get_method", "wrap"]
+
+_ACTIONS: dict[str, type[Action]] = {
+    "image": ImageAction,
+    "points": PointCloudAction,
+    "vectors": VectorAction,
+    "set": AxisPermutationAction,
+}
+
+
+@dataclass
+class WrapConfig:
+    """What :func:`wrap` was asked for (JSON-friendly; saved by ``save_pretrained``)."""
+
+    group: str
+    method: str
+    output: str = "invariant"
+    chunk_size: int | str | None = "auto"
+    reduce: str = "logits"
+    class_dim: int = -1
+    adapter: str = "torch"
+    input: Any = None
+    select: Any = None
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def get_group(group: str | Group, **options: Any) -> Group:
+    """A group from a registry name (``"rot90"``, ``"c8"``, ``"o3"``...) and options, or a :class:`Group` as is."""
+    if isinstance(group, Group):
+        if options:
+            raise ConfigError("group options are only accepted with a group name, not a Group object")
+        return group
+    if not isinstance(group, str):
+        raise ConfigError(f"group must be a registry name or a symwrap Group, got {type(group).__name__}")
+    return get_registry("group").create(group, **options)
+
+
+def get_method(method: str | Method, **options: Any) -> Method:
+    """A method from a registry name (``"group_averaging"``, ``"monte_carlo"``...) and options, or as is."""
+    if isinstance(method, Method):
+        if options:
+            raise ConfigError("method options are only accepted with a method name, not a Method object")
+        return method
+    if not isinstance(method, str):
+        raise ConfigError(f"method must be a registry name or a symwrap Method, got {type(method).__name__}")
+    return get_registry("method").create(method, **options)
+
+
+def get_action(action: str | Action | None, group: Group) -> Action:
+    """The input action: ``None`` (the group's default), a name (``"image"``, ``"points"``...) or an object."""
+    if action is None:
+        return group.default_action()
+    if isinstance(action, Action):
+        return action
+    if action not in _ACTIONS:
+        raise ConfigError(f"unknown action {action!r}; use one of {', '.join(_ACTIONS)} or an Action object")
+    return _ACTIONS[action]()
+
+
+def get_adapter(
+    model: Any,
+    adapter: str | Adapter | None = None,
+    *,
+    input: Selector | Sequence[Selector] | None = None,
+    select: Selector | Sequence[Selector] | None = None,
+) -> Adapter:
+    """The adapter that calls ``model``: the named one, or the highest-priority adapter that matches."""
+    if isinstance(adapter, Adapter):
+        return adapter
+    registry = get_registry("adapter")
+    if adapter is not None:
+        cls = registry.lookup(adapter)[0].factory
+        if not cls.matches(model):
+            raise IncompatibleModelError(
+                f"adapter {adapter!r} cannot call a {type(model).__name__}. Leave adapter=None to pick one "
+                f"automatically, or use adapter='torch' with input=... and select=... for any nn.Module."
+            )
+        return cls(model, input=input, select=select)
+    tried = []
+    for entry in sorted(registry.entries(), key=lambda e: -getattr(e.factory, "priority", 0)):
+        tried.append(entry.name)
+        if entry.factory.matches(model):
+            return entry.factory(model, input=input, select=select)
+    raise IncompatibleModelError(
+        f"no adapter can call a {type(model).__name__} (tried: {', '.join(tried)}). symwrap wraps torch.nn.Module "
+        "models; wrap a plain function in an nn.Module, then use adapter='torch' with input='arg name' (the "
+        "argument the group acts on) and select='output path' (the outputs to combine)."
+    )
+
+
+def _output_action(output: str | Action, group: Group) -> Action | None:
+    if isinstance(output, Action):
+        return output
+    if output == "invariant":
+        return None
+    if output == "equivariant":
+        return group.default_output_action()
+    raise ConfigError(f"invalid option 'output': use 'invariant', 'equivariant' or an Action object, got {output!r}")
+
+
+def _check_chunk_size(chunk_size: ChunkSize) -> None:
+    ok = chunk_size is None or chunk_size == "auto"
+    ok = ok or (isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size >= 1)
+    if not ok:
+        raise ConfigError(
+            f"invalid option 'chunk_size': {chunk_size!r}. Use a positive int (rows per forward), "
+            "'auto' (measured once per input shape) or None (all copies in one forward)."
+        )
+
+
+class SymmetrizedModel(nn.Module):
+    """A model made invariant or equivariant by a method over a group. Built by :func:`wrap`.
+
+    Attributes:
+        base_model: The wrapped model (unchanged).
+        group: The :class:`Group`.
+        method: The :class:`Method` (an ``nn.Module``; holds any learned parts).
+        adapter: The :class:`Adapter` that calls the base model.
+        input_action: How elements move the inputs.
+        output_action: How outputs are pulled back (``None`` for invariant outputs).
+        config: The :class:`WrapConfig`.
+        engine: The :class:`OrbitEngine` (its ``tuner`` holds the measured chunk sizes).
+    """
+
+    def __init__(
+        self,
+        base_model: nn.Module,
+        group: Group,
+        method: Method,
+        adapter: Adapter,
+        input_action: Action,
+        output_action: Action | None,
+        config: WrapConfig,
+    ) -> None:
+        super().__init__()
+        self.base_model = base_model
+        self.method = method
+        self.group = group
+        self.adapter = adapter
+        self.input_action = input_action
+        self.output_action = output_action
+        self.config = config
+        self.engine = OrbitEngine(config.chunk_size)
+        self._symmetrize = True
+        self._sized_groups: dict[tuple[int, ...], Group] = {}
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the base model on the planned copies of the input and combine the outputs.
+
+        Takes exactly the base model's arguments; returns its output type (``SymmetrizedOutput`` when
+        the method reports standard errors).
+        """
+        if not self._symmetrize:
+            return self.base_model(*args, **kwargs)
+        call = self.adapter.bind(args, kwargs)
+        group = self._group_for(call.acted[0].shape)
+        for x in call.acted:
+            self.input_action.check(x, group)
+        plan = self.method.plan(call.acted[0], group)
+        return self.engine.run(
+            call,
+            self.adapter,
+            group,
+            self.input_action,
+            self.output_action,
+            plan,
+            reduce=self.config.reduce,
+            class_dim=self.config.class_dim,
+            second_moment=self.method.wants_second_moment,
+        )
+
+    def _group_for(self, shape: tuple[int, ...]) -> Group:
+        key = tuple(shape[1:])
+        if key not in self._sized_groups:
+            self._sized_groups[key] = self.group.for_input(tuple(shape), self.input_action)
+        return self._sized_groups[key]
+
+    @contextlib.contextmanager
+    def disable_symmetrization(self) -> Iterator[nn.Module]:
+        """Within the block, calls go straight to the base model."""
+        previous, self._symmetrize = self._symmetrize, False
+        try:
+            yield self.base_model
+        finally:
+            self._symmetrize = previous
+
+    def unwrap(self) -> nn.Module:
+        """The base model, unchanged."""
+        return self.base_model
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_model":
+                raise
+            return getattr(self.base_model, name)
+
+    def extra_repr(self) -> str:
+        return f"group={self.group.name!r}, method={self.method.name!r}, output={self.config.output!r}"
+
+
+def wrap(
+    model: nn.Module,
+    group: str | Group,
+    method: str | Method = "group_averaging",
+    *,
+    output: str | Action = "invariant",
+    chunk_size: ChunkSize = "auto",
+    adapter: str | Adapter | None = None,
+    action: str | Action | None = None,
+    reduce: str = "logits",
+    class_dim: int = -1,
+    input: Selector | Sequence[Selector] | None = None,
+    select: Selector | Sequence[Selector] | None = None,
+    group_options: dict[str, Any] | None = None,
+    **method_options: Any,
+) -> SymmetrizedModel:
+    """Make ``model`` invariant or equivariant to ``group`` with ``method``.
+
+    Args:
+        model: Any ``torch.nn.Module`` (a plugin adapter may serve timm, transformers, open_clip models).
+        group: A registry name (``"rot90"``, ``"d4"``, ``"c8"``, ``"o3"``, see :func:`list_groups`) or a Group.
+        method: A registry name (``"group_averaging"``/``"equitune"``, ``"monte_carlo"``...) or a Method.
+        output: ``"invariant"``, ``"equivariant"`` (outputs pulled back by the group's default output
+            action: dense maps for image groups, positions for point groups) or an Action object.
+        chunk_size: Rows per forward: ``"auto"`` (measured per input shape), an int, or ``None`` (all copies
+            ``(B·k, ...)`` in one forward).
+        adapter: Adapter name or object; ``None`` picks the first that matches the model.
+        action: How elements move the input: ``None`` (the group's default), ``"image"``, ``"points"``,
+            ``"vectors"``, ``"set"``, or an Action object.
+        reduce: Where outputs are averaged: ``"logits"`` (raw), ``"probs"``, ``"log_probs"`` or ``"features"``.
+        class_dim: The class axis for ``"probs"``/``"log_probs"``.
+        input: The argument(s) the group acts on (position or name); default the first tensor argument.
+        select: The output leaves to combine (``"logits"``, ``"0"``...); default every floating tensor.
+        group_options: Options for a group given by name (``{"stride": 4}`` for ``shift``).
+        **method_options: Options of the method (``samples=32, seed=0`` for ``monte_carlo``).
+
+    Returns:
+        A :class:`SymmetrizedModel` (an ``nn.Module`` taking the base model's arguments).
+
+    Example:
+        >>> model = symwrap.wrap(torchvision_like_cnn, "rot90")          # doctest: +SKIP
+        >>> model(images)  # the same logits for every rotation of images  # doctest: +SKIP
+    """
+    _check_chunk_size(chunk_size)
+    if reduce not in REDUCE_SPACES:
+        raise ConfigError(f"invalid option 'reduce': {reduce!r}; use one of {', '.join(REDUCE_SPACES)}")
+    if not isinstance(class_dim, int):
+        raise ConfigError(f"invalid option 'class_dim': expected an int axis, got {class_dim!r}")
+    the_adapter = get_adapter(model, adapter, input=input, select=select)
+    the_group = get_group(group, **(group_options or {}))
+    the_method = get_method(method, **method_options)
+    the_method.check_group(the_group)
+    input_action = get_action(action, the_group)
+    output_action = _output_action(output, the_group)
+    config = WrapConfig(
+        group=the_group.name,
+        method=the_method.name,
+        output=output if isinstance(output, str) else f"equivariant:{type(output).__name__}",
+        chunk_size=chunk_size,
+        reduce=reduce,
+        class_dim=class_dim,
+        adapter=the_adapter.name,
+        input=input,
+        select=select,
+        method_options=the_method.options_dict(),
+    )
+    return SymmetrizedModel(model, the_group, the_method, the_adapter, input_action, output_action, config)
