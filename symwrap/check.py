@@ -51,7 +51,7 @@ class CheckResult:
     def table(self) -> str:
         """A plain-text table, one row per element."""
         lines = [
-            f"{self.output} error of {', '.join(self.paths)} under {self.group}",
+            f"{self.output} error of {', '.join(p or 'output' for p in self.paths)} under {self.group}",
             "element  rel. error  abs. error",
         ]
         for i, (rel, ab) in enumerate(zip(self.errors.tolist(), self.abs_errors.tolist())):

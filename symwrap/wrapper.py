@@ -216,7 +216,8 @@ class SymmetrizedModel(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if name == "base_model":
+            # Never forward during construction/unpickling (no base model yet) or for dunder lookups.
+            if name == "base_model" or name.startswith("__") or "_modules" not in self.__dict__:
                 raise
             return getattr(self.base_model, name)
 

@@ -45,13 +45,21 @@ class Action(ABC):
     def check(self, x: object, group: Group, *, output: bool = False) -> None:
         """Raise :class:`InputLayoutError` when ``x`` (an input, or an output to pull back) does not fit."""
         problem = self.problem(x, group, output=output)
-        what = "model output to pull back for output='equivariant'" if output else "input"
-        if problem:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        if not problem:
+            return
+        if output:
+            shape = tuple(x.shape[1:]) if isinstance(x, Tensor) else type(x).__name__
             raise InputLayoutError(
-                f"group {group.name!r} acts on {self.layout} ({self.name} action) but the {what} has shape {shape}: "
-                f"{problem}"
+                f"output='equivariant' pulls outputs back with group {group.name!r} as {self.layout} "
+                f"({self.name} action), but the model's output has shape {shape} per input: {problem} "
+                "Use output='invariant' for outputs that do not move with the input (class scores, embeddings), "
+                "or pass output=<an Action> that can move this output."
             )
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise InputLayoutError(
+            f"group {group.name!r} acts on {self.layout} ({self.name} action) but the input has shape {shape}: "
+            f"{problem}"
+        )
 
     def problem(self, x: object, group: Group, *, output: bool = False) -> str | None:
         """Why ``x`` does not fit (a sentence that says how to fix it), or ``None`` if it does."""
