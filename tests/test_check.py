@@ -54,3 +54,13 @@ def test_check_accepts_tuples_and_dicts(images: torch.Tensor) -> None:
     by_position = symwrap.check(model, "rot90", (images, bias))
     by_name = symwrap.check(model, "rot90", {"x": images, "bias": bias}, input="x")
     assert torch.allclose(by_position.errors, by_name.errors)
+
+
+def test_quickstart_example_runs() -> None:
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
+    before, after = runpy.run_path(str(script))["main"]()
+    assert before > 1e-2
+    assert after < 1e-5
