@@ -66,8 +66,10 @@ class PluginLoadError(SymwrapError, ImportError):
     def __init__(self, entry_point: str, distribution: str | None, cause: BaseException) -> None:
         self.entry_point, self.distribution, self.cause = entry_point, distribution, cause
         dist = f" from distribution {distribution!r}" if distribution else ""
+        detail = str(cause).strip().rstrip(".")  # the cause's own message may end in a period
+        what = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
         super().__init__(
-            f"symwrap plugin {entry_point!r}{dist} failed to load: {type(cause).__name__}: {cause}. "
+            f"symwrap plugin {entry_point!r}{dist} failed to load: {what}. "
             f"Fix or uninstall that package, or skip it with SYMWRAP_DISABLE_PLUGIN_AUTOLOAD=1 "
             f"(or list the plugins you want in SYMWRAP_LOAD_PLUGINS=name1,name2)."
         )

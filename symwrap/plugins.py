@@ -9,7 +9,7 @@ Third-party packages are found through the entry-point group ``symwrap``. Enviro
 
 A plugin that fails to import or to register never breaks ``import symwrap`` or the registries: the
 failure is kept as a :class:`PluginLoadError` (see :func:`plugin_errors`) and reported once as a
-:class:`PluginLoadWarning`.
+:class:`PluginLoadWarning`; none of the names of a plugin whose hook raised stay registered.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import pluggy
+from pluggy import HookImpl
 
 from symwrap import hookspecs
 from symwrap.errors import PluginLoadError, PluginLoadWarning
@@ -93,25 +94,39 @@ def _load() -> tuple[pluggy.PluginManager, dict[str, Registry]]:
         except Exception as exc:  # a broken plugin must not break symwrap
             _record(PluginLoadError(ep.name, dist, exc))
     for plugin, name in _state["extra"]:
-        if not pm.is_registered(plugin):
+        if pm.is_registered(plugin):
+            continue
+        try:  # an invalid hookimpl or a taken plugin name is reported, not raised
             pm.register(plugin, name=name)
+        except Exception as exc:
+            _record(PluginLoadError(name, None, exc))
 
     registries = {kind: Registry(kind) for kind in _HOOKS}
-    builtin_first = sorted(pm.get_plugins(), key=lambda p: pm.get_name(p) not in BUILTIN_PLUGINS)
+    # Only functions marked @hookimpl count (pluggy's view, so specname= works too). Plugins are called
+    # in registration order: built-ins first, then entry points in discovery order, then register_plugin.
+    impls: dict[str, dict[str, list[HookImpl]]] = {kind: {} for kind in _HOOKS}
+    for kind, hook_name in _HOOKS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            impls[kind].setdefault(impl.plugin_name, []).append(impl)
     failed: set[str] = set()
-    for plugin in builtin_first:
-        name = pm.get_name(plugin)
-        for kind, hook_name in _HOOKS.items():
-            impl = getattr(plugin, hook_name, None)
-            if impl is None or name in failed:
-                continue
-            try:
-                impl(register=_make_register(registries[kind], name))
-            except Exception as exc:
-                if name in BUILTIN_PLUGINS:
-                    raise
-                failed.add(name)
-                _record(PluginLoadError(name, dists.get(name), exc))
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        try:
+            for kind in _HOOKS:
+                register = _make_register(registries[kind], name)
+                for impl in impls[kind].get(name, []):
+                    impl.function(**dict.fromkeys(impl.argnames, register))
+        except Exception as exc:
+            if name in BUILTIN_PLUGINS:
+                raise
+            # all or nothing: drop what the plugin registered before it failed
+            for registry in registries.values():
+                for entry in registry.entries():
+                    if entry.plugin == name:
+                        registry.remove(entry.name)
+            failed.add(name)
+            _record(PluginLoadError(name, dists.get(name), exc))
     for registry in registries.values():
         registry.failed_plugins = sorted(failed | {e.entry_point for e in _state["errors"]})
     return pm, registries

@@ -12,7 +12,7 @@ from symwrap.errors import DuplicateNameError, UnknownNameError
 
 __all__ = ["Entry", "Registry"]
 
-_NAME = re.compile(r"^[a-z][a-z0-9_\-]*(\{n\})?$")
+_NAME = re.compile(r"[a-z][a-z0-9_\-]*(\{n\})?")  # used with fullmatch ("$" would accept "x\n")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Registry:
 
     def add(self, name: str, factory: Callable[..., Any], plugin: str, description: str = "") -> Entry:
         """Register ``name``; raises :class:`DuplicateNameError` naming both plugins if it exists."""
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(
                 f"invalid {self.kind} name {name!r} from plugin {plugin!r}: use lowercase letters, digits, '_' or '-', "
                 "optionally ending in '{n}' for a family"
