@@ -17,6 +17,8 @@ The ratio column is each time divided by min(stacked, loop); the target is ``wra
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import math
 import os
@@ -31,6 +33,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
 
 import symwrap
 
@@ -171,14 +178,35 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_once(fn: Callable[[], Any], device: torch.device, inner: int = 1) -> float:
-    """Seconds per call of ``fn``, averaged over ``inner`` back-to-back calls."""
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
+
+
+def time_once(fn: Callable[[], Any], device: torch.device, inner: int = 1) -> tuple[float, float]:
+    """Seconds per call of ``fn`` and minor page faults per call, averaged over ``inner`` back-to-back calls."""
     _sync(device)
+    faults = _minor_faults()
     start = time.perf_counter()
     for _ in range(inner):
         fn()
     _sync(device)
-    return (time.perf_counter() - start) / inner
+    seconds = time.perf_counter() - start
+    return seconds / inner, (_minor_faults() - faults) / inner
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse (no per-call ``mmap``/page faults for large tensors); whether it worked.
+
+    By default glibc returns large freed blocks (above an adaptive threshold, at most 32 MiB) to the OS, so a
+    forward whose activations are that large faults its memory in again on every call; on VMs page faults are
+    expensive and can dominate small models. This isolates compute from that allocator effect.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 31))
+    except (OSError, AttributeError):
+        return False
 
 
 @dataclass
@@ -189,6 +217,7 @@ class Strategy:
     fn: Callable[[], Tensor]
     chunk_rows: int | None = None
     samples: list[float] = field(default_factory=list)
+    faults: list[float] = field(default_factory=list)
     inner: int = 1
     estimate: float = 0.0
 
@@ -206,6 +235,7 @@ class Row:
     ms_max: float
     repeats: int
     inner: int
+    faults: float
     ratio: float = math.nan
 
 
@@ -219,11 +249,13 @@ def fixed_chunks(batch: int) -> list[int]:
 def _tuned_entry(wrapped: symwrap.SymmetrizedModel, x: Tensor) -> tuple[int | None, dict[int, float]]:
     """The chunk size the tuner chose for inputs shaped like ``x``, and its per-candidate estimates (seconds)."""
     tuner = wrapped.engine.tuner
-    for key, chosen in tuner.cache.items():
-        shapes = key[0]
-        if shapes and tuple(shapes[0][0]) == tuple(x.shape):
-            return chosen, dict(tuner.timings.get(key, {}))
-    return None, {}
+    entries = list(tuner.cache.items())
+    if len(entries) > 1:  # keys start with ((shape, dtype, device), ...) of the acted inputs
+        entries = [(k, v) for k, v in entries if isinstance(k, tuple) and tuple(k[0][0][0]) == tuple(x.shape)]
+    if not entries:
+        return None, {}
+    key, chosen = entries[0]
+    return chosen, dict(tuner.timings.get(key, {}))
 
 
 def bench_batch(
@@ -269,7 +301,7 @@ def bench_batch(
             estimate = time.perf_counter() - start
             errors[s.name] = (out - reference).abs().max().item() / scale
             if estimate < min_sample_s:  # the first call of a shape can be slow: time a second one
-                estimate = time_once(s.fn, device)
+                estimate = time_once(s.fn, device)[0]
             s.inner = max(1, math.ceil(min_sample_s / max(estimate, 1e-9)))
             s.estimate = estimate * s.inner
         round_s = sum(s.estimate for s in strategies)
@@ -277,11 +309,13 @@ def bench_batch(
         for r in range(rounds):  # interleaved: each round runs every strategy once, in a rotated order
             shift = r % len(strategies)
             for s in strategies[shift:] + strategies[:shift]:
-                s.samples.append(time_once(s.fn, device, s.inner))
+                seconds, faults = time_once(s.fn, device, s.inner)
+                s.samples.append(seconds)
+                s.faults.append(faults)
 
     bad = {k: v for k, v in errors.items() if v > check_tol}
     if bad:
-        raise AssertionError(f"{spec.name} B={batch}: strategies disagree with wrapped (relative max error {bad})")
+        raise RuntimeError(f"{spec.name} B={batch}: strategies disagree with wrapped (relative max error {bad})")
 
     rows = [
         Row(
@@ -294,6 +328,7 @@ def bench_batch(
             1e3 * max(s.samples),
             len(s.samples),
             s.inner,
+            statistics.median(s.faults),
         )
         for s in strategies
     ]
@@ -339,7 +374,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 def print_table(model: str, rows: list[Row], infos: list[dict[str, Any]]) -> None:
     """One table per model: B, strategy, chunk rows, ms per call (median, min-max), ratio to the best naive."""
     print(f"\n== {model} (group {GROUP}, |G|={GROUP_ORDER}) ==")
-    print(f"{'B':>4}  {'strategy':<10} {'chunk rows':>10} {'ms/call':>10} {'min-max ms':>19} {'n':>6} {'ratio':>7}")
+    head = f"{'B':>4}  {'strategy':<10} {'chunk rows':>10} {'ms/call':>10} {'min-max ms':>19}"
+    print(f"{head} {'n':>6} {'faults':>7} {'ratio':>7}")
     last = None
     for r in rows:
         if last is not None and r.batch != last:
@@ -351,8 +387,9 @@ def print_table(model: str, rows: list[Row], infos: list[dict[str, Any]]) -> Non
         flag = ""
         if r.strategy == "wrapped":
             flag = "  ok" if r.ratio <= TARGET_RATIO else f"  MISSES target {TARGET_RATIO:.2f}"
-        print(f"{r.batch:>4}  {r.strategy:<10} {chunk:>10} {r.ms:>10.2f} {spread:>19} {count:>6} {r.ratio:>7.2f}{flag}")
-    print("  (n = timed rounds x calls per sample)")
+        line = f"{r.batch:>4}  {r.strategy:<10} {chunk:>10} {r.ms:>10.2f} {spread:>19}"
+        print(f"{line} {count:>6} {r.faults:>7.0f} {r.ratio:>7.2f}{flag}")
+    print("  (n = timed rounds x calls per sample; faults = minor page faults per call, median)")
     for info in infos:
         est = ", ".join(f"{c}: {ms:.1f}" for c, ms in info["tuner_estimates_ms"].items())
         print(
@@ -385,6 +422,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--min-sample-ms", type=float, default=None, help="calls per sample fill this (default 50; quick 20)"
     )
+    p.add_argument(
+        "--malloc-keep",
+        action="store_true",
+        help="glibc: keep freed memory for reuse (mallopt), so page faults of large activations do not count",
+    )
     return p.parse_args(argv)
 
 
@@ -401,12 +443,13 @@ def main(argv: list[str] | None = None) -> int:
     specs = model_specs()
     info = machine_info(device)
     info["loadavg_start"] = _loadavg()
+    info["malloc_keep"] = keep_freed_memory() if args.malloc_keep else False
     print(
         f"symwrap {info['symwrap']}, torch {info['torch']}, {info['device_name']} ({info['device']}), "
         f"{info['cpu_count']} CPUs, {info['torch_threads']} torch threads, load average {info['loadavg_start']:.2f}\n"
         f"median of {min_repeats}-{max_repeats} interleaved rounds (within {args.budget_s:.0f} s per model and B), "
         f"each sample ≥ {1e3 * min_sample_s:.0f} ms; ratio = ms / min(stacked, loop); target wrapped ≤ "
-        f"{TARGET_RATIO:.2f}"
+        f"{TARGET_RATIO:.2f}; allocator: {'glibc keeps freed memory' if info['malloc_keep'] else 'default'}"
     )
     started = time.perf_counter()
     all_rows: list[Row] = []

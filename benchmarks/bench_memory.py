@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         result = child(args.model, args.mode, args.rows, args.chunk or None, args.device)
         print(MARKER + json.dumps(result), flush=True)
         return 0
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available", file=sys.stderr)
+        return 2
     chunks = args.chunks or ([8] if args.quick else [8, 32])
     repeats = args.repeats or (1 if args.quick else 3)
     batch = args.batch
