@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Union
 import torch
 from torch import Tensor, nn
 
-from symwrap.errors import ConfigError, InputLayoutError
+from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
 from symwrap.nested import TreeSpec, tree_map
 
 __all__ = ["Adapter", "BoundCall", "Selector"]
@@ -50,6 +50,14 @@ class BoundCall:
         A tensor argument is batched when its first dim equals ``B``; with ``B == 1`` it is broadcast with
         ``expand`` (no copy), otherwise its rows are gathered with ``index_select``.
         """
+        args, kwargs = self.arguments(acted_rows, src)
+        return self.model(*args, **kwargs)
+
+    def arguments(self, acted_rows: list[Tensor], src: Tensor) -> tuple[list[Any], dict[str, Any]]:
+        """The positional and keyword arguments of the call on rows ``src`` ``(R,)`` (see :meth:`call`).
+
+        Adapters that call something other than ``model(...)`` (``forward_features``, ``encode_image``) use this.
+        """
         rows = src.shape[0]
         batch = self.batch_size
 
@@ -67,7 +75,7 @@ class BoundCall:
                 args[loc[1]] = value
             else:
                 kwargs[loc[1]] = value
-        return self.model(*args, **kwargs)
+        return args, kwargs
 
 
 class Adapter:
@@ -150,6 +158,28 @@ class Adapter:
             f"input={selector!r} does not name an argument of this call; "
             f"the call passed {', '.join(passed) or 'nothing'}. "
             "Pass that argument, or choose another with symwrap.wrap(..., input=...)."
+        )
+
+    # ------------------------------------------------------------------ features (λ-equitune)
+    def features_and_output(self, call: BoundCall, acted_rows: list[Tensor], src: Tensor) -> tuple[Tensor, Any]:
+        """One forward of the orbit rows that also returns per-row features, for λ-nets.
+
+        Args:
+            call: The bound call (use ``call.arguments(acted_rows, src)`` for the row-wise arguments).
+            acted_rows: The transformed inputs, each ``(R, ...)``.
+            src: ``(R,)`` the input row of each orbit row.
+
+        Returns:
+            ``features`` ``(R, D)`` (pooled backbone features of each row, before the head) and the model's usual
+            output for the rows (what ``call.call(acted_rows, src)`` returns).
+
+        Raises:
+            IncompatibleModelError: This adapter cannot split the model into features and head.
+        """
+        raise IncompatibleModelError(
+            f"adapter {self.name!r} cannot find the features of a {type(self.model).__name__} for a λ-net. "
+            "Name the submodule whose output are the features, e.g. symwrap.wrap(model, 'rot90', "
+            "'lambda_equitune', features='backbone'), or give a separate feature model with feature_model=..."
         )
 
     # ------------------------------------------------------------------ outputs
