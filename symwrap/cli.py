@@ -10,11 +10,11 @@ __all__ = ["main"]
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    from symwrap.plugins import get_registry, plugin_errors
+    from symwrap.plugins import REGISTRY_KINDS, get_registry, plugin_errors
 
-    for kind in ("group", "method", "adapter"):
+    for kind, label in REGISTRY_KINDS.items():
         entries = get_registry(kind).entries()
-        print(f"{kind}s ({len(entries)}):")
+        print(f"{label} ({len(entries)}):")
         width = max((len(e.name) for e in entries), default=0)
         pwidth = max((len(e.plugin) for e in entries), default=0)
         for entry in entries:
@@ -37,7 +37,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="symwrap", description="Symmetrize any model to a group.")
     sub = parser.add_subparsers(dest="command", required=True)
-    plugins = sub.add_parser("plugins", help="list every registered group, method and adapter with its plugin")
+    plugins = sub.add_parser(
+        "plugins", help="list every registered group, method, adapter, proxy and model loader with its plugin"
+    )
     plugins.add_argument("--strict", action="store_true", help="exit 1 if a plugin failed to load")
     plugins.set_defaults(func=_cmd_plugins)
     demo = sub.add_parser("demo", help="wrap a small random CNN and print its invariance error before and after")

@@ -42,3 +42,16 @@ def symwrap_register_methods(register: Register) -> None:
 @hookspec
 def symwrap_register_adapters(register: Register) -> None:
     """Register backbone adapters: ``register("timm", AdapterSubclass)``."""
+
+
+@hookspec
+def symwrap_register_proxies(register: Register) -> None:
+    """Register equizero proxy losses: ``register("entropy", fn)`` where ``fn(outputs)`` maps the ``(B, k, ...)``
+    outputs of the k copies of each input to ``(B, k)`` losses (the copy with the lowest loss is selected)."""
+
+
+@hookspec
+def symwrap_register_model_loaders(register: Register) -> None:
+    """Register model-spec loaders for ``symwrap eval``/``check``: ``register("timm", loader)`` makes the spec
+    ``timm:NAME`` call ``loader(NAME, pretrained=..., device=...)``, which returns a
+    :class:`symwrap.evaluation.loading.LoadedModel` (the model and its preprocessing)."""

@@ -33,6 +33,7 @@ from symwrap.registry import Registry
 __all__ = [
     "BUILTIN_PLUGINS",
     "ENTRY_POINT_GROUP",
+    "REGISTRY_KINDS",
     "get_plugin_manager",
     "get_registry",
     "plugin_errors",
@@ -44,11 +45,27 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "symwrap"
-BUILTIN_PLUGINS = ("symwrap.builtins.groups", "symwrap.builtins.methods", "symwrap.builtins.adapters")
+BUILTIN_PLUGINS = (
+    "symwrap.builtins.groups",
+    "symwrap.builtins.methods",
+    "symwrap.builtins.adapters",
+    "symwrap.builtins.proxies",
+    "symwrap.builtins.loaders",
+)
 _HOOKS = {
     "group": "symwrap_register_groups",
     "method": "symwrap_register_methods",
     "adapter": "symwrap_register_adapters",
+    "proxy": "symwrap_register_proxies",
+    "model_loader": "symwrap_register_model_loaders",
+}
+#: The registry kinds, in listing order, with their plural labels.
+REGISTRY_KINDS = {
+    "group": "groups",
+    "method": "methods",
+    "adapter": "adapters",
+    "proxy": "proxies",
+    "model_loader": "model_loaders",
 }
 
 _lock = threading.RLock()
@@ -147,7 +164,7 @@ def _ensure_loaded() -> dict[str, Registry]:
 
 
 def get_registry(kind: str) -> Registry:
-    """The registry of ``kind`` (``"group"``, ``"method"`` or ``"adapter"``), loading plugins on first use."""
+    """The registry of ``kind`` (a key of :data:`REGISTRY_KINDS`), loading plugins on first use."""
     return _ensure_loaded()[kind]
 
 

@@ -17,8 +17,15 @@ from symwrap import cli
 from symwrap.errors import PluginLoadWarning
 
 REPO = Path(__file__).resolve().parents[1]
-KINDS = ("group", "method", "adapter")
-_HEADER = re.compile(r"^(groups|methods|adapters) \((\d+)\):$")
+KINDS = ("group", "method", "adapter", "proxy", "model_loader")
+_KIND_OF_LABEL = {
+    "groups": "group",
+    "methods": "method",
+    "adapters": "adapter",
+    "proxies": "proxy",
+    "model_loaders": "model_loader",
+}
+_HEADER = re.compile(r"^(groups|methods|adapters|proxies|model_loaders) \((\d+)\):$")
 _ROW = re.compile(r"^  (\S+)\s+(\S+)(?:  (.*))?$")
 
 
@@ -66,7 +73,7 @@ def parse_listing(text: str) -> dict[str, dict[str, tuple[str, str]]]:
     for line in text.splitlines():
         header = _HEADER.match(line)
         if header:
-            kind = header.group(1)[:-1]
+            kind = _KIND_OF_LABEL[header.group(1)]
             section = listing.setdefault(kind, {})
             counts[kind] = int(header.group(2))
             continue
