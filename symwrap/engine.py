@@ -65,6 +65,7 @@ class OrbitEngine:
     def __init__(self, chunk_size: ChunkSize = "auto", tuner: ChunkTuner | None = None) -> None:
         self.chunk_size = chunk_size
         self.tuner = tuner or ChunkTuner()
+        self._row_maps: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     # ------------------------------------------------------------------ chunking
     def _rows_per_chunk(self, call: BoundCall, group: Group, action: Action, plan: Plan) -> int:
@@ -90,8 +91,7 @@ class OrbitEngine:
         per_chunk = self._rows_per_chunk(call, group, action, plan)
         device = call.acted[0].device
         flat = plan.elements.reshape(rows, *plan.elements.shape[2:])
-        src_all = torch.arange(batch, device=device).repeat_interleave(copies)
-        slot_all = torch.arange(copies, device=device).repeat(batch)
+        src_all, slot_all = self._row_map(batch, copies, device)
         for start in range(0, rows, per_chunk):
             src = src_all[start : start + per_chunk]
             elements = flat[start : start + per_chunk]
@@ -99,6 +99,16 @@ class OrbitEngine:
             out = call.call(acted, src)
             leaves, spec = tree_flatten(out)
             yield _Chunk(src, slot_all[start : start + per_chunk], elements, leaves, spec)
+
+    def _row_map(self, batch: int, copies: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``src`` (input row) and ``slot`` (orbit slot) of each of the ``batch·copies`` rows, cached per size."""
+        key = (batch, copies, device)
+        if key not in self._row_maps:
+            if len(self._row_maps) >= 16:
+                self._row_maps.pop(next(iter(self._row_maps)))
+            src = torch.arange(batch, device=device).repeat_interleave(copies)
+            self._row_maps[key] = (src, torch.arange(copies, device=device).repeat(batch))
+        return self._row_maps[key]
 
     # ------------------------------------------------------------------ public
     def run(

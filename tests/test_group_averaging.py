@@ -252,3 +252,11 @@ def test_wrapped_model_deep_copies(cnn: SmallCNN, images: torch.Tensor) -> None:
     clone = copy.deepcopy(wrapped)
     assert clone.base_model is not cnn
     assert_close(clone(images), wrapped(images))
+
+
+def test_auto_prefers_the_smallest_chunk_within_tolerance_of_the_fastest() -> None:
+    from symwrap.chunking import pick_chunk
+
+    assert pick_chunk({8: 0.30, 64: 0.104, 128: 0.100, 512: 0.2}, tolerance=0.05) == 64
+    assert pick_chunk({8: 0.30, 64: 0.110, 128: 0.100}, tolerance=0.05) == 128
+    assert pick_chunk({16: 0.1, 128: 0.1}, tolerance=0.0) == 16

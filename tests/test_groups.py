@@ -218,3 +218,20 @@ def test_permutation_action_and_lehmer_index() -> None:
     out = group.default_action().apply(x, torch.zeros(24, dtype=torch.long), codes, group)
     for i, p in enumerate(codes):
         assert torch.equal(out[i], x[0, p])
+
+
+def test_image_action_reuses_no_stale_pixel_index(images: torch.Tensor) -> None:
+    """The action remembers recent element codes; other codes of the same shape must not reuse their index."""
+    from symwrap.actions import ImageAction
+
+    group = symwrap.get_group("d4")
+    action = ImageAction()
+    elements = group.elements()
+    src = torch.zeros(4, dtype=torch.long)
+    x = images[:1]
+    for chosen in ([0, 1, 2, 3], [4, 5, 6, 7], [0, 1, 2, 3], [7, 6, 5, 4]):
+        moved = action.apply(x, src, elements[chosen], group)
+        for row, k in enumerate(chosen):
+            rotations, mirrored = divmod(k, 2)
+            expected = torch.rot90(x[0].flip(-1) if mirrored else x[0], rotations, dims=(-2, -1))
+            torch.testing.assert_close(moved[row], expected, rtol=0, atol=0)

@@ -50,6 +50,10 @@ class ImageAction(Action):
             raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
         self.padding, self.interpolation = padding, interpolation
         self._tables: dict[tuple, Tensor] = {}
+        # The last few (element codes -> pixel index) pairs: group averaging moves the same elements every
+        # call, so one torch.equal replaces a dozen small ops per chunk (it matters for small models at B=1).
+        self._recent: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._quarter_turns: dict[int, tuple[Group, bool]] = {}
 
     def __repr__(self) -> str:
         return f"ImageAction(padding={self.padding!r}, interpolation={self.interpolation!r})"
@@ -63,7 +67,7 @@ class ImageAction(Action):
             return "expected at least 3 dims (batch, height, width); add the missing dims (e.g. x[:, None])."
         if group.code_shape == (2, 2):
             h, w = x.shape[-2:]
-            if h != w and _has_quarter_turns(group):
+            if h != w and self._has_quarter_turns(group):
                 return (
                     f"rotations by 90° need square images to stack the rotated copies, but H={h} != W={w}. "
                     "Resize or centre-crop to a square first, or use a group without rotations (flip, vflip)."
@@ -76,10 +80,27 @@ class ImageAction(Action):
     def apply(self, x: Tensor, src: Tensor, elements: Tensor, group: Group) -> Tensor:
         if elements.shape[1:] == (2,):
             return _gather_pixels(x, src, _shift_index(elements, x.shape[-2], x.shape[-1], group))
+        h, w = x.shape[-2:]
+        key = (tuple(elements.shape), h, w, elements.device, elements.dtype)
+        recent = self._recent.get(key)
+        if recent is not None and torch.equal(recent[0], elements):
+            return _gather_pixels(x, src, recent[1])
         integer = (elements - elements.round()).abs().amax() < 1e-6 if elements.numel() else True
-        if bool(integer):
-            return _gather_pixels(x, src, self._permutation_index(elements.round(), x.shape[-2], x.shape[-1]))
-        return self._resample(x, src, elements)
+        if not bool(integer):
+            return self._resample(x, src, elements)
+        index = self._permutation_index(elements.round(), h, w)
+        if len(self._recent) >= 8:
+            self._recent.pop(next(iter(self._recent)))
+        self._recent[key] = (elements.clone(), index)
+        return _gather_pixels(x, src, index)
+
+    def _has_quarter_turns(self, group: Group) -> bool:
+        """Whether some element of a planar group swaps the two image axes (cached per group)."""
+        cached = self._quarter_turns.get(id(group))
+        if cached is None or cached[0] is not group:
+            cached = (group, _has_quarter_turns(group))
+            self._quarter_turns[id(group)] = cached
+        return cached[1]
 
     def _permutation_index(self, matrices: Tensor, h: int, w: int) -> Tensor:
         """Source pixel (flat) of each output pixel for signed permutation matrices, ``(R, H·W)``."""

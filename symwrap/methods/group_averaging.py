@@ -8,7 +8,7 @@ Exactly invariant (``g⁻¹`` = identity on outputs) or equivariant for any fini
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -33,8 +33,18 @@ class GroupAveraging(Method):
                 "(an input-dependent frame) instead."
             )
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._last: tuple[Group, int, object, Plan] | None = None
+
     def plan(self, x: Tensor, group: Group) -> Plan:
+        # The plan depends only on (group, batch size, device): reuse the last one (saves work at small batches).
+        last = self._last
+        if last is not None and last[0] is group and last[1] == x.shape[0] and last[2] == x.device:
+            return last[3]
         elements = group.elements().to(x.device)
         batch, order = x.shape[0], elements.shape[0]
         expanded = elements.unsqueeze(0).expand(batch, *elements.shape)
-        return Plan(expanded, uniform_weights(batch, order, x.device))
+        plan = Plan(expanded, uniform_weights(batch, order, x.device))
+        self._last = (group, batch, x.device, plan)
+        return plan
