@@ -76,11 +76,12 @@ class OrbitEngine:
         if isinstance(self.chunk_size, int):
             return min(self.chunk_size, rows)
         flat = plan.elements.reshape(rows, *plan.elements.shape[2:])
-        src = torch.arange(batch, device=flat.device).repeat_interleave(copies)
+        src = self._row_map(batch, copies, flat.device)[0]
 
-        def measure(c: int) -> None:
-            acted = [action.apply(x, src[:c].to(x.device), flat[:c], group) for x in call.acted]
-            call.call(acted, src[:c])
+        def measure(start: int, stop: int) -> None:
+            rows_src = src[start:stop]
+            acted = [action.apply(x, rows_src.to(x.device), flat[start:stop], group) for x in call.acted]
+            call.call(acted, rows_src)
 
         key = (tuple((tuple(x.shape), x.dtype, x.device) for x in call.acted), copies, type(group).__name__)
         return self.tuner.choose(key, rows, batch, copies, measure, call.acted[0].device)
