@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "DuplicateNameError",
     "IncompatibleModelError",
@@ -90,3 +91,8 @@ class InputLayoutError(SymwrapError, ValueError):
 
 class ConfigError(SymwrapError, ValueError):
     """An option passed to :func:`symwrap.wrap` (or a method config) is invalid; the message names the field."""
+
+
+class CheckpointError(SymwrapError, ValueError):
+    """A ``save_pretrained`` directory that cannot be loaded: a missing or corrupt file, or a config or weights
+    that do not fit the base model, group or method. The message names the file and the mismatch."""
