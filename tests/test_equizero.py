@@ -28,7 +28,7 @@ def _gap(model: nn.Module, group: symwrap.groups.Group, x: torch.Tensor, proxy: 
     """Smallest gap between the best and second-best proxy loss over the orbit (0 means a tie)."""
     outputs = torch.stack([model(m) for m in _moved(group, x)], dim=1)  # (B, k, C)
     losses = symwrap.get_registry("proxy").lookup(proxy)[0].factory(outputs).sort(dim=1).values
-    return float((losses[:, 1] - losses[:, 0]).min())
+    return float((losses[:, 1] - losses[:, 0]).min().detach())
 
 
 @pytest.mark.parametrize("proxy", PROXIES)
