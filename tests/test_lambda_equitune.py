@@ -198,3 +198,20 @@ def test_invalid_options_name_the_field(options: dict, field: str, cnn: SmallCNN
 def test_lambda_equitune_needs_a_finite_group(cnn: SmallCNN) -> None:
     with pytest.raises(ConfigError, match="needs a finite group"):
         symwrap.wrap(cnn, "so2", "lambda_equitune", features="features")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("method", "options"), [("lambda_equitune", {"features": "features"}), ("equizero", {})])
+def test_half_precision_on_cuda(method: str, options: dict) -> None:
+    base = SmallCNN().cuda().half().eval()
+    x = 4 * torch.randn(3, 3, 16, 16, device="cuda", dtype=torch.half)
+    wrapped = symwrap.wrap(base, "rot90", method, **options).eval()
+    with torch.no_grad():
+        reference = wrapped(x)
+        if method == "lambda_equitune":
+            _randomize(wrapped.method)
+            reference = wrapped(x)
+        assert reference.device.type == "cuda" and torch.isfinite(reference).all()
+        for k in range(4):
+            moved = torch.rot90(x, k, dims=(-2, -1))
+            assert_close(wrapped(moved).float(), reference.float(), rtol=1e-2, atol=1e-2)  # float16 round-off
