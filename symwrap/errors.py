@@ -35,7 +35,8 @@ class UnknownNameError(SymwrapError, KeyError):
         message = f"unknown {kind} {name!r}."
         if close:
             message += f" Did you mean {' or '.join(repr(c) for c in close)}?"
-        message += f" Available {kind}s: {', '.join(available) if available else '(none)'}."
+        plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"  # "proxies", not "proxys"
+        message += f" Available {plural}: {', '.join(available) if available else '(none)'}."
         if hint:
             message += f" {hint}"
         self.message = message
