@@ -12,6 +12,7 @@ from symwrap import errors
 from symwrap.check import CheckResult, check
 from symwrap.engine import SymmetrizedOutput
 from symwrap.errors import (
+    CheckpointError,
     ConfigError,
     DuplicateNameError,
     IncompatibleModelError,
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckResult",
+    "CheckpointError",
     "ConfigError",
     "DuplicateNameError",
     "IncompatibleModelError",

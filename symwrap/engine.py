@@ -4,6 +4,7 @@
     expand    -> x' = g·x for the planned g, rows r = b·k + j          (the input action, per chunk)
     evaluate  -> f(x') in chunks of ``chunk_size`` rows, one forward per chunk
     pull back -> g⁻¹·f(x') for equivariant outputs                     (the output action)
+    reweigh   -> weights from every copy's output/features (λ-equitune, equizero; ``Method.reweighs``)
     reduce    -> Σ_j w[b, j] · (pulled-back outputs) in the chosen space (streamed, chunk by chunk)
 
 Nothing here loops over group elements: a chunk holds rows of any inputs and elements, and each
@@ -12,7 +13,7 @@ action moves a whole chunk with one batched kernel.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from symwrap.actions.base import Action
 from symwrap.adapters.base import Adapter, BoundCall
 from symwrap.chunking import ChunkTuner
 from symwrap.groups.base import Group
-from symwrap.methods.base import Plan
+from symwrap.methods.base import Method, Plan
 from symwrap.nested import TreeSpec, tree_flatten, tree_unflatten
 from symwrap.reduce import OrbitReducer
 
@@ -52,6 +53,11 @@ class _Chunk:
     elements: Tensor  # (R, *code)
     leaves: list[Any]  # flattened model output of the chunk
     spec: TreeSpec
+    features: Tensor | None = None  # (R, D) per-row features, for methods that reweigh from features
+
+
+#: A forward of orbit rows that also returns per-row features: ``(acted_rows, src) -> (features (R, D), output)``.
+RowsForward = Callable[[list[Tensor], Tensor], tuple[Tensor, Any]]
 
 
 class OrbitEngine:
@@ -86,7 +92,9 @@ class OrbitEngine:
         key = (tuple((tuple(x.shape), x.dtype, x.device) for x in call.acted), copies, type(group).__name__)
         return self.tuner.choose(key, rows, batch, copies, measure, call.acted[0].device)
 
-    def _chunks(self, call: BoundCall, group: Group, action: Action, plan: Plan) -> Iterator[_Chunk]:
+    def _chunks(
+        self, call: BoundCall, group: Group, action: Action, plan: Plan, forward: RowsForward | None = None
+    ) -> Iterator[_Chunk]:
         batch, copies = plan.elements.shape[:2]
         rows = batch * copies
         per_chunk = self._rows_per_chunk(call, group, action, plan)
@@ -97,9 +105,13 @@ class OrbitEngine:
             src = src_all[start : start + per_chunk]
             elements = flat[start : start + per_chunk]
             acted = [action.apply(x, src.to(x.device), elements, group) for x in call.acted]
-            out = call.call(acted, src)
+            features = None
+            if forward is None:
+                out = call.call(acted, src)
+            else:
+                features, out = forward(acted, src)
             leaves, spec = tree_flatten(out)
-            yield _Chunk(src, slot_all[start : start + per_chunk], elements, leaves, spec)
+            yield _Chunk(src, slot_all[start : start + per_chunk], elements, leaves, spec, features)
 
     def _row_map(self, batch: int, copies: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """``src`` (input row) and ``slot`` (orbit slot) of each of the ``batch·copies`` rows, cached per size."""
@@ -124,12 +136,18 @@ class OrbitEngine:
         reduce: str = "logits",
         class_dim: int = -1,
         second_moment: bool = False,
+        method: Method | None = None,
     ) -> Any:
         """Symmetrize one call: returns the model's output type with the selected leaves combined.
 
         With ``second_moment`` the result is a :class:`SymmetrizedOutput` carrying standard errors
-        ``sqrt(Var / k)`` of the uniform-weight average.
+        ``sqrt(Var / k)`` of the uniform-weight average. A ``method`` that :attr:`~Method.reweighs` gets every
+        copy's output (and features) before the reduction and returns the weights (see :meth:`_run_reweighed`).
         """
+        if method is not None and method.reweighs:
+            return self._run_reweighed(
+                call, adapter, group, input_action, output_action, plan, method, reduce, class_dim
+            )
         reducer = OrbitReducer(call.batch_size, plan.weights, reduce, class_dim, second_moment)
         first: _Chunk | None = None
         selected: list[int] = []
@@ -168,6 +186,64 @@ class OrbitEngine:
                 store.append(value)
         batch, copies = plan.elements.shape[:2]
         return [torch.cat(parts).reshape(batch, copies, *parts[0].shape[1:]) for parts in per_leaf], paths
+
+    def _run_reweighed(
+        self,
+        call: BoundCall,
+        adapter: Adapter,
+        group: Group,
+        input_action: Action,
+        output_action: Action | None,
+        plan: Plan,
+        method: Method,
+        reduce: str,
+        class_dim: int,
+    ) -> Any:
+        """Evaluate every copy (chunked), let the method weigh them, then reduce.
+
+        Unlike :meth:`run`, this keeps all ``B·k`` pulled-back outputs until the weights are known (a proxy or
+        a normalisation over the whole orbit needs them all), so memory grows with ``k`` for the outputs only;
+        the forwards are still chunked. Chunking does not change the result: every per-copy value is computed
+        row by row.
+        """
+        forward: RowsForward | None = None
+        if method.needs_features:
+
+            def forward(acted: list[Tensor], src: Tensor) -> tuple[Tensor, Any]:
+                return method.features_and_output(call, acted, src, adapter)
+
+        batch, copies = plan.elements.shape[:2]
+        first: _Chunk | None = None
+        selected: list[int] = []
+        per_leaf: list[list[Tensor]] = []
+        features: list[Tensor] = []
+        for chunk in self._chunks(call, group, input_action, plan, forward):
+            if first is None:
+                first = chunk
+                selected = adapter.selected_leaves(chunk.spec, chunk.leaves, chunk.src.shape[0])
+                per_leaf = [[] for _ in selected]
+            for store, value in zip(per_leaf, self._pulled_back(chunk, selected, group, output_action)):
+                store.append(value)
+            if chunk.features is not None:
+                features.append(chunk.features)
+        assert first is not None
+        values = [torch.cat(parts).reshape(batch, copies, *parts[0].shape[1:]) for parts in per_leaf]
+        stacked = torch.cat(features).reshape(batch, copies, -1) if features else None
+        reweighing = method.reweigh(plan, values, stacked, class_dim)
+        src = torch.arange(batch, device=plan.elements.device).repeat_interleave(copies)
+        slot = torch.arange(copies, device=plan.elements.device).repeat(batch)
+        flat = [v.reshape(batch * copies, *v.shape[2:]) for v in values]
+
+        def reduced(weights: Tensor) -> list[Tensor]:
+            reducer = OrbitReducer(batch, weights, reduce, class_dim)
+            reducer.update(src, slot, flat)
+            return reducer.result()
+
+        result = reduced(reweighing.weights)
+        if reweighing.gradient_weights is not None:  # straight-through: value of `weights`, gradient of the other
+            surrogate = reduced(reweighing.gradient_weights)
+            result = [s + (r - s).detach() for r, s in zip(result, surrogate)]
+        return _assemble(first, selected, result)
 
     @staticmethod
     def _pulled_back(chunk: _Chunk, selected: list[int], group: Group, output_action: Action | None) -> list[Tensor]:

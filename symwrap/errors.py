@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "DuplicateNameError",
     "IncompatibleModelError",
@@ -34,7 +35,8 @@ class UnknownNameError(SymwrapError, KeyError):
         message = f"unknown {kind} {name!r}."
         if close:
             message += f" Did you mean {' or '.join(repr(c) for c in close)}?"
-        message += f" Available {kind}s: {', '.join(available) if available else '(none)'}."
+        plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"  # "proxies", not "proxys"
+        message += f" Available {plural}: {', '.join(available) if available else '(none)'}."
         if hint:
             message += f" {hint}"
         self.message = message
@@ -90,3 +92,8 @@ class InputLayoutError(SymwrapError, ValueError):
 
 class ConfigError(SymwrapError, ValueError):
     """An option passed to :func:`symwrap.wrap` (or a method config) is invalid; the message names the field."""
+
+
+class CheckpointError(SymwrapError, ValueError):
+    """A ``save_pretrained`` directory that cannot be loaded: a missing or corrupt file, or a config or weights
+    that do not fit the base model, group or method. The message names the file and the mismatch."""

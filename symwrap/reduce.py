@@ -79,18 +79,25 @@ class OrbitReducer:
         chunk_max = chunk_max.scatter_reduce(0, index, log_wp.detach(), reduce="amax")
         old_max, acc = self._max[i], self._sum[i]
         new_max = chunk_max if old_max is None else torch.maximum(old_max, chunk_max)
-        new_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
-        scaled = torch.exp(log_wp - new_max[src])
-        acc = scaled.new_zeros(new_max.shape) if acc is None else acc * torch.exp(old_max - new_max)
+        # Keep -inf for inputs without rows yet (a stand-in 0 kept as their max would later under-flow their
+        # very negative terms to exp(-3000) = 0); shift by a finite value only.
+        shift = _finite_or_zero(new_max)
+        scaled = torch.exp(log_wp - shift[src])
+        acc = scaled.new_zeros(new_max.shape) if acc is None else acc * torch.exp(old_max - shift)
         self._sum[i] = acc.index_add(0, src, scaled)
         self._max[i] = new_max
 
     def result(self) -> list[Tensor]:
         """The reduced leaves, each ``(B, ...)``."""
         if self.space == "log_probs":
-            return [torch.log(s) + m for s, m in zip(self._sum, self._max)]  # type: ignore[operator]
+            return [torch.log(s) + _finite_or_zero(m) for s, m in zip(self._sum, self._max)]  # type: ignore[arg-type]
         return list(self._sum)  # type: ignore[arg-type]
 
     def variance(self) -> list[Tensor]:
         """Weighted variance of the copies per input, ``Σ w y² - (Σ w y)²`` (needs ``second_moment``)."""
         return [(sq - s.detach() ** 2).clamp_min(0) for s, sq in zip(self._sum, self._sq)]  # type: ignore[operator]
+
+
+def _finite_or_zero(values: Tensor) -> Tensor:
+    """``values`` with non-finite entries replaced by 0 (the shift used for inputs that have no terms yet)."""
+    return torch.where(torch.isfinite(values), values, torch.zeros_like(values))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ class WrapConfig:
     input: Any = None
     select: Any = None
     method_options: dict[str, Any] = field(default_factory=dict)
+    group_options: dict[str, Any] = field(default_factory=dict)
+    action: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -191,6 +194,7 @@ class SymmetrizedModel(nn.Module):
             reduce=self.config.reduce,
             class_dim=self.config.class_dim,
             second_moment=self.method.wants_second_moment,
+            method=self.method,
         )
 
     def _group_for(self, shape: tuple[int, ...]) -> Group:
@@ -211,6 +215,35 @@ class SymmetrizedModel(nn.Module):
     def unwrap(self) -> nn.Module:
         """The base model, unchanged."""
         return self.base_model
+
+    def train(self, mode: bool = True) -> SymmetrizedModel:
+        """Set train/eval mode; a method with a frozen backbone (λ-equitune) keeps the base model in eval mode."""
+        super().train(mode)
+        if self.method.keeps_base_in_eval:
+            self.base_model.eval()
+        return self
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+        """Write ``symwrap_config.json`` and symwrap's own learned weights (safetensors), never the base model.
+
+        See :func:`symwrap.saving.save_pretrained`.
+        """
+        from symwrap.saving import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls, base_model: nn.Module, directory: str | os.PathLike[str], **options: Any
+    ) -> SymmetrizedModel:
+        """Wrap ``base_model`` as saved in ``directory`` and load the learned weights.
+
+        See :func:`symwrap.saving.from_pretrained` (``group=``/``method=`` check what the directory holds;
+        other options, such as ``feature_model=``, go to :func:`wrap`).
+        """
+        from symwrap.saving import from_pretrained
+
+        return from_pretrained(base_model, directory, **options)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -277,10 +310,11 @@ def wrap(
     the_group = get_group(group, **(group_options or {}))
     the_method = get_method(method, **method_options)
     the_method.check_group(the_group)
+    the_method.attach(model, the_adapter)
     input_action = get_action(action, the_group)
     output_action = _output_action(output, the_group)
     config = WrapConfig(
-        group=the_group.name,
+        group=group if isinstance(group, str) else the_group.name,  # the registry name, rebuilt with group_options
         method=the_method.name,
         output=output if isinstance(output, str) else f"equivariant:{type(output).__name__}",
         chunk_size=chunk_size,
@@ -290,5 +324,7 @@ def wrap(
         input=input,
         select=select,
         method_options=the_method.options_dict(),
+        group_options=dict(group_options or {}),
+        action=action if isinstance(action, str) else None,
     )
     return SymmetrizedModel(model, the_group, the_method, the_adapter, input_action, output_action, config)

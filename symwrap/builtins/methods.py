@@ -12,3 +12,12 @@ def symwrap_register_methods(register: Register) -> None:
     register("group_averaging", GroupAveraging, "average over the whole orbit (exact, |G| passes)")
     register("equitune", GroupAveraging, "alias of group_averaging (Basu et al. 2023)")
     register("monte_carlo", MonteCarlo, "average over k Haar-sampled elements, with a standard error")
+
+
+@hookimpl(specname="symwrap_register_methods")
+def _register_reweighing_methods(register: Register) -> None:
+    from symwrap.methods.equizero import Equizero
+    from symwrap.methods.lambda_equitune import LambdaEquitune
+
+    register("lambda_equitune", LambdaEquitune, "group averaging weighted by a learned λ(g·x) > 0 (Basu et al. 2023)")
+    register("equizero", Equizero, "the orbit copy with the lowest proxy loss (entropy, max_prob, ...)")

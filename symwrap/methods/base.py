@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from symwrap.config import build_config
 from symwrap.groups.base import Group
 
-__all__ = ["Method", "NoOptions", "Plan"]
+__all__ = ["Method", "NoOptions", "Plan", "Reweighing"]
 
 
 @dataclass
@@ -35,6 +35,21 @@ class Plan:
     @property
     def copies(self) -> int:
         return int(self.elements.shape[1])
+
+
+@dataclass
+class Reweighing:
+    """Weights a method computed from the copies' outputs or features (the engine's "reweigh" step).
+
+    Attributes:
+        weights: ``(B, k)`` non-negative weights summing to 1 per input; the output's value uses them.
+        gradient_weights: ``(B, k)`` or ``None``. When given (straight-through training), the output's value is
+            still the ``weights`` sum but its gradient flows as through the ``gradient_weights`` sum:
+            ``y = R(gradient_weights) + (R(weights) - R(gradient_weights)).detach()``.
+    """
+
+    weights: Tensor
+    gradient_weights: Tensor | None = None
 
 
 @dataclass
@@ -58,8 +73,42 @@ class Method(nn.Module):
         super().__init__()
         self.options = build_config(self.Options, options, f"method {self.name!r}")
 
+    #: Whether the method computes its weights from the copies' outputs/features (:meth:`reweigh`). The engine
+    #: then keeps every copy's pulled-back output ``(B, k, ...)`` until the weights are known.
+    reweighs: ClassVar[bool] = False
+    #: Whether :meth:`reweigh` needs per-copy features (the engine calls :meth:`features_and_output`).
+    needs_features: ClassVar[bool] = False
+
     def check_group(self, group: Group) -> None:
         """Raise :class:`ConfigError` when this method cannot use ``group``."""
+
+    def attach(self, model: nn.Module, adapter: Any) -> None:
+        """Called once by :func:`symwrap.wrap` with the base model and its adapter (to freeze it, check a split)."""
+
+    @property
+    def keeps_base_in_eval(self) -> bool:
+        """Whether the wrapper keeps the base model in eval mode even in ``train()`` (frozen backbones)."""
+        return False
+
+    def reweigh(self, plan: Plan, values: list[Tensor], features: Tensor | None, class_dim: int = -1) -> Reweighing:
+        """Weights from the copies (only called when :attr:`reweighs` is set).
+
+        Args:
+            plan: The plan (its ``weights`` are the prior).
+            values: Every copy's pulled-back output, one ``(B, k, ...)`` tensor per combined output leaf.
+            features: ``(B, k, D)`` per-copy features when :attr:`needs_features`, else ``None``.
+            class_dim: The class axis of one input's output (as given to ``wrap(class_dim=...)``).
+        """
+        raise NotImplementedError
+
+    def features_and_output(self, call: Any, acted_rows: list[Tensor], src: Tensor, adapter: Any) -> tuple[Tensor, Any]:
+        """One forward of orbit rows returning ``(features (R, D), output)`` (only when :attr:`needs_features`)."""
+        return adapter.features_and_output(call, acted_rows, src)
+
+    def state_to_save(self) -> dict[str, Tensor]:
+        """The learned state ``save_pretrained`` writes (default: the whole ``state_dict``; frozen external
+        models such as a λ-equitune ``feature_model`` are left out by overriding this)."""
+        return self.state_dict()
 
     def plan(self, x: Tensor, group: Group) -> Plan:
         """The elements to evaluate for inputs ``x`` ``(B, ...)`` (the data the group acts on)."""

@@ -1,0 +1,254 @@
+"""λ-equitune: a weighted group average whose weights come from a small learned network.
+
+    f_λ(x) = Σ_g λ(g·x) · g⁻¹·f(g·x) / Σ_g λ(g·x),   λ > 0
+
+Basu et al., "Efficient Equivariant Transfer Learning from Pretrained Models", NeurIPS 2023,
+arXiv 2305.09900. ``λ`` sees the features of each transformed copy ``g·x`` (the backbone's features, a named
+submodule's output, or a separate frozen ``feature_model``), so the weights move with the input: for ``h·x``
+the copies and their weights are the same set, permuted, and the output is exactly invariant (or, with
+outputs pulled back by ``g⁻¹``, equivariant) whatever ``λ`` has learned.
+
+Positivity: ``positive="softplus"`` (default) uses ``λ = softplus(z) + min_lambda``; ``"exp"`` uses
+``λ = exp(z)``, normalised as a softmax over the copies (max subtracted). Both are computed in float32
+(float64 for float64 features), so float16/bfloat16 models neither overflow nor divide by zero. The last
+layer starts at zero: an untrained λ is constant and the method starts exactly as group averaging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from symwrap.adapters.base import Adapter, BoundCall
+from symwrap.adapters.torch import TorchAdapter, pool_features, submodule_features
+from symwrap.config import option, require
+from symwrap.errors import ConfigError, IncompatibleModelError
+from symwrap.methods.base import Plan, Reweighing
+from symwrap.methods.group_averaging import GroupAveraging
+
+__all__ = ["LambdaEquitune", "LambdaEquituneOptions", "LambdaNet"]
+
+_POSITIVE = ("softplus", "exp")
+
+
+@dataclass
+class LambdaEquituneOptions:
+    hidden: tuple[int, ...] = option((64,), "hidden layer sizes of the λ-net MLP (() for a linear λ)")
+    features: str | None = option(
+        None, "dotted path of the submodule whose output are the λ features (e.g. 'features' or 'backbone.pool')"
+    )
+    feature_dim: int | None = option(None, "size D of the features (None: found on the first forward)")
+    positive: str = option("softplus", "how λ is made positive: 'softplus' (+ min_lambda) or 'exp' (a softmax)")
+    min_lambda: float = option(1e-4, "floor added to softplus(z), so Σ λ > 0 even when softplus underflows")
+    dropout: float = option(0.0, "dropout in the λ-net (active in train mode only)")
+    feature_norm: bool = option(True, "layer-normalise the features (without parameters) before the λ-net")
+    freeze_base: bool = option(True, "freeze the base model (requires_grad False, kept in eval mode)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hidden, list):
+            self.hidden = tuple(self.hidden)
+        require(
+            isinstance(self.hidden, tuple) and all(isinstance(h, int) and h >= 1 for h in self.hidden),
+            "hidden",
+            f"must be a tuple of positive ints (layer sizes), got {self.hidden!r}",
+        )
+        require(
+            self.features is None or (isinstance(self.features, str) and bool(self.features)),
+            "features",
+            f"must be a dotted submodule path such as 'backbone', got {self.features!r}",
+        )
+        require(
+            self.feature_dim is None or (isinstance(self.feature_dim, int) and self.feature_dim >= 1),
+            "feature_dim",
+            f"must be a positive int or None, got {self.feature_dim!r}",
+        )
+        require(self.positive in _POSITIVE, "positive", f"must be one of {_POSITIVE}, got {self.positive!r}")
+        require(
+            isinstance(self.min_lambda, (int, float)) and self.min_lambda > 0,
+            "min_lambda",
+            f"must be > 0, got {self.min_lambda!r}",
+        )
+        require(
+            isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
+            "dropout",
+            f"must be in [0, 1), got {self.dropout!r}",
+        )
+        require(isinstance(self.feature_norm, bool), "feature_norm", "must be True or False")
+        require(isinstance(self.freeze_base, bool), "freeze_base", "must be True or False")
+
+
+class LambdaNet(nn.Module):
+    """The λ-net: an MLP from features ``(..., D)`` to one unconstrained score ``z`` ``(...)`` per copy.
+
+    Args:
+        feature_dim: ``D``.
+        hidden: Hidden layer sizes.
+        dropout: Dropout after each hidden layer.
+        feature_norm: Layer-normalise the input (no parameters), so the scale of the backbone does not matter.
+    """
+
+    def __init__(self, feature_dim: int, hidden: tuple[int, ...], dropout: float, feature_norm: bool) -> None:
+        super().__init__()
+        self.feature_norm = feature_norm
+        layers: list[nn.Module] = []
+        size = feature_dim
+        for width in hidden:
+            layers += [nn.Linear(size, width), nn.ReLU(), nn.Dropout(dropout)]
+            size = width
+        last = nn.Linear(size, 1)
+        nn.init.zeros_(last.weight)  # a constant λ at the start: exactly group averaging until trained
+        nn.init.zeros_(last.bias)
+        self.mlp = nn.Sequential(*layers, last)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``(..., D)`` features -> ``(...)`` scores."""
+        if self.feature_norm:
+            features = F.layer_norm(features, features.shape[-1:])
+        return self.mlp(features).squeeze(-1)
+
+
+class LambdaEquitune(GroupAveraging):
+    """Group averaging weighted by a learned, positive ``λ(g·x)`` (see the module docstring).
+
+    Args:
+        feature_model: Optional separate frozen model; its output on each copy ``g·x`` (pooled to ``(R, D)``)
+            are the λ features (as the paper does with CLIP's image encoder). Not saved by
+            ``save_pretrained`` (pass it again to ``from_pretrained``).
+        **options: :class:`LambdaEquituneOptions`.
+    """
+
+    name: ClassVar[str] = "lambda_equitune"
+    Options: ClassVar[type] = LambdaEquituneOptions
+    reweighs: ClassVar[bool] = True
+    needs_features: ClassVar[bool] = True
+
+    def __init__(self, feature_model: nn.Module | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        if feature_model is not None and not isinstance(feature_model, nn.Module):
+            raise ConfigError(
+                f"invalid option 'feature_model': expected a torch.nn.Module, got {type(feature_model).__name__}"
+            )
+        if feature_model is not None and self.options.features is not None:
+            raise ConfigError("give either features='submodule path' or feature_model=..., not both")
+        self.feature_model = feature_model
+        if feature_model is not None:
+            feature_model.requires_grad_(False).eval()
+        self.lambda_net: LambdaNet | None = None
+        if self.options.feature_dim is not None:
+            self._build(self.options.feature_dim, torch.device("cpu"), torch.float32)
+
+    # ------------------------------------------------------------------ setup
+    def attach(self, model: nn.Module, adapter: Any) -> None:
+        if self.options.freeze_base:
+            model.requires_grad_(False)
+            model.eval()
+        if self.options.features is not None:
+            try:
+                model.get_submodule(self.options.features)
+            except AttributeError:
+                names = ", ".join(n for n, _ in model.named_children()) or "none"
+                raise ConfigError(
+                    f"invalid option 'features': {type(model).__name__} has no submodule {self.options.features!r}. "
+                    f"Its top-level submodules are: {names}; use a dotted path such as 'backbone.pool'."
+                ) from None
+            return
+        if self.feature_model is None and not _can_split(adapter):
+            names = ", ".join(n for n, _ in model.named_children()) or "none"
+            raise IncompatibleModelError(
+                f"lambda_equitune needs per-copy features, but adapter {adapter.name!r} cannot split a "
+                f"{type(model).__name__} into features and head. Name the submodule whose output are the features, "
+                f"e.g. symwrap.wrap(model, group, 'lambda_equitune', features='{_guess(model)}') (its top-level "
+                f"submodules: {names}), or pass a separate frozen feature model with feature_model=..."
+            )
+
+    @property
+    def keeps_base_in_eval(self) -> bool:
+        return bool(self.options.freeze_base)
+
+    def train(self, mode: bool = True) -> LambdaEquitune:
+        super().train(mode)
+        if self.feature_model is not None:  # frozen: never dropout/batch-norm updates
+            self.feature_model.eval()
+        return self
+
+    def _build(self, feature_dim: int, device: torch.device, dtype: torch.dtype) -> LambdaNet:
+        o = self.options
+        self.lambda_net = LambdaNet(feature_dim, o.hidden, o.dropout, o.feature_norm).to(device=device, dtype=dtype)
+        self.lambda_net.train(self.training)
+        o.feature_dim = feature_dim
+        return self.lambda_net
+
+    # ------------------------------------------------------------------ engine hooks
+    def features_and_output(
+        self, call: BoundCall, acted_rows: list[Tensor], src: Tensor, adapter: Adapter
+    ) -> tuple[Tensor, Any]:
+        if self.feature_model is not None:
+            out = call.call(acted_rows, src)
+            with torch.no_grad():
+                feats = self.feature_model(acted_rows[0])
+            return pool_features(feats, src.shape[0], f"feature_model {type(self.feature_model).__name__}"), out
+        if self.options.features is not None:
+            return submodule_features(
+                adapter.model, self.options.features, lambda: call.call(acted_rows, src), len(src)
+            )
+        return adapter.features_and_output(call, acted_rows, src)
+
+    def reweigh(self, plan: Plan, values: list[Tensor], features: Tensor | None, class_dim: int = -1) -> Reweighing:
+        assert features is not None
+        net = self.lambda_net
+        if net is None:
+            dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+            net = self._build(features.shape[-1], features.device, dtype)
+        elif features.shape[-1] != self.options.feature_dim:
+            raise IncompatibleModelError(
+                f"the λ-net was built for {self.options.feature_dim} features but the model gave "
+                f"{features.shape[-1]}; use the same base/feature model the λ-net was trained with"
+            )
+        param = next(net.parameters())
+        scores = net(features.to(device=param.device, dtype=param.dtype))  # (B, k)
+        work = torch.float64 if scores.dtype == torch.float64 else torch.float32
+        scores = scores.to(work)
+        prior = plan.weights.to(device=scores.device, dtype=work)
+        if self.options.positive == "exp":
+            # exp(z)·prior / Σ exp(z)·prior as a softmax: the max is subtracted, nothing overflows or divides by 0
+            weights = torch.softmax(scores + prior.log(), dim=1)
+        else:
+            lam = F.softplus(scores) + self.options.min_lambda  # > 0 even where softplus underflows
+            weighted = prior * lam
+            weights = weighted / weighted.sum(dim=1, keepdim=True)
+        return Reweighing(weights)
+
+    def lambdas(self, features: Tensor) -> Tensor:
+        """Unnormalised ``λ`` ``(...)`` for features ``(..., D)`` (for inspection; the weights are normalised)."""
+        if self.lambda_net is None:
+            raise ConfigError("the λ-net is not built yet: call the wrapped model once (or give feature_dim=...)")
+        scores = self.lambda_net(features).float()
+        return scores.exp() if self.options.positive == "exp" else F.softplus(scores) + self.options.min_lambda
+
+    def state_to_save(self) -> dict[str, Tensor]:
+        if self.lambda_net is None:
+            raise ConfigError(
+                "the λ-net is not built yet (its input size is found on the first forward): call the wrapped "
+                "model once, or wrap with feature_dim=..., before save_pretrained"
+            )
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("feature_model.")}
+
+
+def _can_split(adapter: Any) -> bool:
+    """Whether the adapter implements features_and_output for this model (the torch adapter only with features=)."""
+    if isinstance(adapter, TorchAdapter):
+        return adapter.features is not None
+    return type(adapter).features_and_output is not Adapter.features_and_output
+
+
+def _guess(model: nn.Module) -> str:
+    """A plausible feature submodule name for the error message: the second-to-last top-level child."""
+    names = [n for n, _ in model.named_children()]
+    for candidate in ("features", "backbone", "encoder", "body", "trunk"):
+        if candidate in names:
+            return candidate
+    return names[-2] if len(names) >= 2 else "backbone"

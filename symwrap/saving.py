@@ -1,0 +1,278 @@
+"""``save_pretrained`` / ``from_pretrained``: symwrap's own config and learned weights, never the base model.
+
+A saved directory holds two files:
+
+* ``symwrap_config.json``: what :func:`symwrap.wrap` was asked for (group, method and their options, output,
+  reduce, adapter, selectors), plus a description of the base model it was saved with (class, parameter names
+  and shapes, a checksum) so that loading onto another model fails clearly instead of silently.
+* ``symwrap_weights.safetensors``: the method's learned state (a λ-net, a learned canonicalizer...), as
+  returned by ``Method.state_to_save()``; empty for methods without parameters. Safetensors only: loading
+  never unpickles anything.
+
+The base model's weights are never written: save and load them with the base model's own tools (a
+fine-tuned head belongs to the base model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from symwrap.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from symwrap.groups.base import Group
+    from symwrap.methods.base import Method
+    from symwrap.wrapper import SymmetrizedModel
+
+__all__ = ["CONFIG_NAME", "FORMAT_VERSION", "WEIGHTS_NAME", "from_pretrained", "save_pretrained"]
+
+CONFIG_NAME = "symwrap_config.json"
+WEIGHTS_NAME = "symwrap_weights.safetensors"
+FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------- saving
+def save_pretrained(model: SymmetrizedModel, directory: str | os.PathLike[str]) -> None:
+    """Write ``symwrap_config.json`` and ``symwrap_weights.safetensors`` into ``directory`` (created if needed).
+
+    Raises:
+        ConfigError: An option cannot be written as JSON (a function or an object given to ``wrap``); pass a
+            registered name instead, or give that object again to :func:`from_pretrained`.
+    """
+    directory = Path(directory)
+    config = model.config.to_dict()
+    config["method_options"] = model.method.options_dict()
+    for key, value in config["method_options"].items():
+        _require_json(value, f"method option {key!r}")
+    for key in ("input", "select", "group_options", "chunk_size"):
+        _require_json(config[key], f"option {key!r}")
+    state = model.method.state_to_save()
+    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state.items()}
+    feature_model = getattr(model.method, "feature_model", None)
+    document = {
+        "format": "symwrap",
+        "format_version": FORMAT_VERSION,
+        "wrap": config,
+        "base_model": _describe(model.base_model),
+        "feature_model": type(feature_model).__name__ if isinstance(feature_model, nn.Module) else None,
+        "weights": WEIGHTS_NAME,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"group": config["group"], "method": config["method"]})
+    (directory / CONFIG_NAME).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _require_json(value: Any, what: str) -> None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"save_pretrained cannot write {what} = {value!r} to {CONFIG_NAME}: it is not JSON data. Use a "
+            "registered name (register a proxy/method through a plugin hook) or plain values, or pass the object "
+            "again to SymmetrizedModel.from_pretrained(..., option=value) after saving without it."
+        ) from None
+
+
+def _describe(model: nn.Module) -> dict[str, Any]:
+    """Class, tensor names and shapes, and a checksum of a model's state (to recognise it when loading)."""
+    state = model.state_dict()
+    checksum = 0.0
+    with torch.no_grad():
+        for value in state.values():
+            if value.is_floating_point():
+                checksum += float(value.double().sum())
+    return {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "tensors": {name: list(value.shape) for name, value in state.items()},
+        "checksum": checksum,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def from_pretrained(
+    base_model: nn.Module,
+    directory: str | os.PathLike[str],
+    *,
+    group: str | Group | None = None,
+    method: str | Method | None = None,
+    **options: Any,
+) -> SymmetrizedModel:
+    """Wrap ``base_model`` as described in ``directory`` and load the method's learned weights; eval mode.
+
+    Args:
+        base_model: The model the directory was saved with (checked: class, tensor names and shapes; a
+            different checksum of its weights warns).
+        directory: A directory written by :func:`save_pretrained`.
+        group: If given, the group the directory must hold (a name or a Group); another one raises.
+        method: If given, the method the directory must hold (a name or a Method); another one raises.
+        **options: Options for :func:`symwrap.wrap` that override or complete the saved ones (``chunk_size=``,
+            ``feature_model=`` for a λ-equitune saved with one, ``output=<Action>``...).
+
+    Raises:
+        CheckpointError: A missing or corrupt file, a config for another group or method, or a base model that
+            does not match; the message names the file and the mismatch.
+    """
+    from symwrap.wrapper import wrap
+
+    directory = Path(directory)
+    config_path = directory / CONFIG_NAME
+    document = _read_config(config_path)
+    saved = document["wrap"]
+    _expect(config_path, "group", saved["group"], group)
+    _expect(config_path, "method", saved["method"], method)
+    _check_base_model(config_path, document.get("base_model"), base_model)
+
+    kwargs: dict[str, Any] = {
+        "output": saved.get("output", "invariant"),
+        "chunk_size": saved.get("chunk_size", "auto"),
+        "adapter": saved.get("adapter"),
+        "action": saved.get("action"),
+        "reduce": saved.get("reduce", "logits"),
+        "class_dim": saved.get("class_dim", -1),
+        "input": _tuple(saved.get("input")),
+        "select": _tuple(saved.get("select")),
+        "group_options": saved.get("group_options") or None,
+        **saved.get("method_options", {}),
+    }
+    kwargs.update(options)
+    if isinstance(kwargs["output"], str) and kwargs["output"].startswith("equivariant:"):
+        raise CheckpointError(
+            f"{config_path} was saved with a custom output action ({kwargs['output'][12:]}), which JSON cannot "
+            "hold: pass it again, SymmetrizedModel.from_pretrained(base_model, directory, output=<the Action>)"
+        )
+    if document.get("feature_model") and "feature_model" not in options:
+        raise CheckpointError(
+            f"{config_path} was saved with a separate feature model ({document['feature_model']}), which is not "
+            "part of the saved files: pass it again with from_pretrained(..., feature_model=<that model>)"
+        )
+    try:
+        model = wrap(base_model, saved["group"], saved["method"], **kwargs)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"cannot rebuild the wrapper described by {config_path}: {exc}") from exc
+    _load_weights(directory / (document.get("weights") or WEIGHTS_NAME), model.method, saved)
+    return model.eval()
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} not found: a directory written by save_pretrained holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+        )
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is corrupt (not valid JSON: {exc}); save the model again") from None
+    if (
+        not isinstance(document, dict)
+        or document.get("format") != "symwrap"
+        or not isinstance(document.get("wrap"), dict)
+    ):
+        raise CheckpointError(f"{path} is not a symwrap config (no 'format': 'symwrap' and 'wrap' section)")
+    if document.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {document['format_version']}; this symwrap reads up to {FORMAT_VERSION}. "
+            "Upgrade symwrap."
+        )
+    missing = [key for key in ("group", "method") if not isinstance(document["wrap"].get(key), str)]
+    if missing:
+        raise CheckpointError(f"{path} is corrupt: its 'wrap' section has no {' or '.join(missing)} name")
+    return document
+
+
+def _expect(path: Path, what: str, saved: str, wanted: Any) -> None:
+    if wanted is None:
+        return
+    name = wanted if isinstance(wanted, str) else getattr(wanted, "name", repr(wanted))
+    if name != saved:
+        raise CheckpointError(
+            f"{path} holds a wrapper for {what} {saved!r}, not {what} {name!r}. Load it without {what}=..., or "
+            f"point to a directory saved with {what} {name!r}."
+        )
+
+
+def _check_base_model(path: Path, saved: Any, model: nn.Module) -> None:
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path} is corrupt: it has no 'base_model' description")
+    here = _describe(model)
+    if saved.get("class") != here["class"]:
+        raise CheckpointError(
+            f"base model mismatch: {path} was saved with a {saved.get('class')}, but a {here['class']} was given. "
+            "Pass the same base model the wrapper was saved with."
+        )
+    saved_tensors: dict[str, list[int]] = saved.get("tensors", {})
+    problems = [f"{n} is missing" for n in saved_tensors if n not in here["tensors"]]
+    problems += [f"{n} is unexpected" for n in here["tensors"] if n not in saved_tensors]
+    problems += [
+        f"{n} has shape {tuple(here['tensors'][n])}, saved {tuple(shape)}"
+        for n, shape in saved_tensors.items()
+        if n in here["tensors"] and list(here["tensors"][n]) != list(shape)
+    ]
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise CheckpointError(
+            f"base model mismatch: the {here['class']} given does not have the structure saved in {path}: "
+            f"{'; '.join(problems[:5])}{more}. Pass the same base model (architecture and size)."
+        )
+    checksum = saved.get("checksum")
+    if isinstance(checksum, (int, float)) and not _close(checksum, here["checksum"]):
+        warnings.warn(
+            f"the base model's weights differ from those saved with {path} (checksum {here['checksum']:.6g} vs "
+            f"{checksum:.6g}): outputs will differ from the saved model's. If you fine-tuned the base model "
+            "(or its head), load those weights into it first.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+
+
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _load_weights(path: Path, method: Method, saved: dict[str, Any]) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: save_pretrained writes it next to {CONFIG_NAME}; save again")
+    try:
+        tensors: dict[str, Tensor] = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is corrupt (not a readable safetensors file: {exc}); save again") from None
+    for what in ("group", "method"):
+        if what in metadata and metadata[what] != saved[what]:
+            raise CheckpointError(
+                f"{path} holds weights for {what} {metadata[what]!r}, but {path.parent / CONFIG_NAME} says "
+                f"{saved[what]!r}: the two files come from different saves"
+            )
+    expected = method.state_to_save()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not fit method {method.name!r}: missing {missing or 'nothing'}, unexpected "
+            f"{unexpected or 'nothing'}. The weights come from another method or configuration."
+        )
+    shapes = [
+        f"{k}: saved {tuple(tensors[k].shape)}, expected {tuple(v.shape)}"
+        for k, v in expected.items()
+        if tuple(v.shape) != tuple(tensors[k].shape)
+    ]
+    if shapes:
+        raise CheckpointError(f"{path} does not fit method {method.name!r}: {'; '.join(shapes)}")
+    method.load_state_dict(tensors, strict=False)
