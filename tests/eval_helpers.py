@@ -69,10 +69,22 @@ class _Kind:
             model.load_state_dict(load_file(str(folder / "model.safetensors")))
             labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
             return LoadedModel(model=model.eval(), input_size=(8, 8), class_names=labels)
-        if self.prefix == "open_clip":  # zero-shot: as many outputs as class names
-            names = options.get("class_names") or [str(i) for i in range(10)]
-            return LoadedModel(model=small_cnn(len(names)), input_size=(8, 8), class_names=list(names))
         return LoadedModel(model=small_cnn(), input_size=(8, 8))
+
+
+def open_clip_like(
+    name: str,
+    *,
+    pretrained: Any = False,
+    device: str = "cpu",
+    class_names: list[str] | None = None,
+    templates: list[str] | None = None,
+) -> LoadedModel:
+    """A zero-shot loader: as many outputs as class names, which it names in its signature."""
+    if class_names is None:
+        raise ValueError("a zero-shot model needs class names")
+    CALLS.append(("open_clip", name, pretrained, {"class_names": class_names, "templates": templates}))
+    return LoadedModel(model=small_cnn(len(class_names)), input_size=(8, 8), class_names=list(class_names))
 
 
 class MimicPlugin:
@@ -80,5 +92,6 @@ class MimicPlugin:
 
     @symwrap.hookimpl
     def symwrap_register_model_loaders(self, register: Any) -> None:
-        for prefix in ("timm", "hf", "open_clip"):
+        for prefix in ("timm", "hf"):
             register(prefix, _Kind(prefix), f"test mimic of the {prefix} loader")
+        register("open_clip", open_clip_like, "test mimic of the open_clip loader")

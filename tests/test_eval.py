@@ -174,10 +174,20 @@ def test_each_model_spec_kind_offline(mimic_plugins: None, tmp_path: Path) -> No
         assert results["evaluated"] == 16, spec
         assert len(set(results["correct"]["group_averaging"].values())) == 1, spec
     calls = {prefix: (name, pretrained, options) for prefix, name, pretrained, options in eval_helpers.CALLS}
-    assert calls["timm"][:2] == ("resnet18", False)
+    assert calls["timm"] == ("resnet18", False, {})  # no class names through **options
     assert calls["hf"][0] == str(hf_dir)
     assert calls["open_clip"][0] == "ViT-B-32@openai"
     assert calls["open_clip"][2]["class_names"] == list("abcdefghij")
+
+
+def test_zero_shot_loader_gets_the_dataset_class_names(mimic_plugins: None, tmp_path: Path) -> None:
+    _run(tmp_path, model="open_clip:RN50", methods="plain", limit=8, templates="a photo of {}.|a {}.")
+    assert eval_helpers.CALLS[-1] == (
+        "open_clip",
+        "RN50",
+        False,  # the loader's own default: --pretrained was not given
+        {"class_names": [str(d) for d in range(10)], "templates": ["a photo of {}.", "a {}."]},
+    )
 
 
 def test_shipped_and_random_digits_differ(builtins_only: None) -> None:

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from symwrap.errors import ConfigError
 
-__all__ = ["IMAGE_EXTENSIONS", "Batch", "EvalData", "collate", "open_data"]
+__all__ = ["IMAGE_EXTENSIONS", "Batch", "DefaultPreprocess", "EvalData", "collate", "open_data", "to_tensor"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ class EvalData:
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
+
+    def use_preprocess(self, preprocess: Callable[[Any], Tensor]) -> None:
+        """Set the PIL -> ``(C, H, W)`` transform once the model is known (tensor datasets need none)."""
+        if isinstance(self.dataset, _ImageItems):
+            self.dataset.preprocess = preprocess
 
 
 @dataclass
@@ -80,6 +85,16 @@ class _TensorItems(Dataset):
 
     def __getitem__(self, index: int) -> Item:
         return index, self.images[index], int(self.labels[index])
+
+
+class DefaultPreprocess:
+    """:func:`to_tensor` with a fixed mode and size (a class, so DataLoader workers can pickle it)."""
+
+    def __init__(self, mode: str = "RGB", size: tuple[int, int] | None = None) -> None:
+        self.mode, self.size = mode, size
+
+    def __call__(self, image: Any) -> Tensor:
+        return to_tensor(image, mode=self.mode, size=self.size)
 
 
 def to_tensor(image: Any, *, mode: str = "RGB", size: tuple[int, int] | None = None) -> Tensor:
@@ -243,10 +258,7 @@ def open_data(
     if not root.is_dir():
         raise ConfigError(f"--data {data!r} is a file; give a folder (image folder or a saved Hugging Face dataset)")
     if preprocess is None:
-
-        def preprocess(image: Any) -> Tensor:
-            return to_tensor(image, mode=image_mode, size=input_size)
-
+        preprocess = DefaultPreprocess(image_mode, input_size)
     if _is_hf_dataset(root):
         return _open_hf(root, preprocess, split=split, image_column=image_column, label_column=label_column)
     return _open_image_folder(root, preprocess)

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 
 from symwrap.errors import ConfigError
 from symwrap.evaluation.corruptions import Corruption, build_corruptions
-from symwrap.evaluation.data import EvalData, collate, open_data
+from symwrap.evaluation.data import DefaultPreprocess, EvalData, collate, open_data
 from symwrap.evaluation.distributed import DistributedContext, ShardSampler, init_distributed, steps_per_rank
 from symwrap.evaluation.loading import LoadedModel
 from symwrap.evaluation.methods import build_methods, parse_methods
@@ -249,22 +249,21 @@ def _run(config: EvalConfig, ctx: DistributedContext, symwrap: Any) -> dict[str,
     class_names = _parse_list(config.class_names, "--class-names")
     templates = _parse_list(config.templates, "--templates")
     methods, defaults = parse_methods(config.methods)
-    loaded = load_model(
-        config.model,
-        pretrained=parse_pretrained(config.pretrained),
-        device=str(device),
-        class_names=class_names,
-        templates=templates,
-    )
     data = open_data(
         config.data,
-        preprocess=loaded.preprocess,
-        input_size=loaded.input_size,
-        image_mode=config.image_mode,
         split=config.split,
         image_column=config.image_column,
         label_column=config.label_column,
     )
+    loaded = load_model(
+        config.model,
+        pretrained=parse_pretrained(config.pretrained),
+        device=str(device),
+        implicit={"class_names": data.class_names},  # zero-shot loaders that name class_names get the dataset's
+        class_names=class_names,
+        templates=templates,
+    )
+    data.use_preprocess(loaded.preprocess or DefaultPreprocess(config.image_mode, loaded.input_size))
     _check_class_names(class_names, loaded, data)
     group = symwrap.get_group(config.group)
     action = symwrap.get_action(None, group)

@@ -39,13 +39,22 @@ def split_spec(spec: str) -> tuple[str, str]:
     return prefix, rest
 
 
-def load_model(spec: str, *, pretrained: bool | str | None = None, device: str = "cpu", **options: Any) -> LoadedModel:
+def load_model(
+    spec: str,
+    *,
+    pretrained: bool | str | None = None,
+    device: str = "cpu",
+    implicit: dict[str, Any] | None = None,
+    **options: Any,
+) -> LoadedModel:
     """Resolve a model spec to a :class:`LoadedModel` (model in eval mode on ``device``).
 
     Args:
         spec: ``PREFIX:NAME`` of a registered loader, or ``pkg.module:factory``.
         pretrained: Passed to the loader (``None`` lets it choose its default).
         device: Device of the returned model.
+        implicit: Options passed only to loaders whose signature names them (the dataset's ``class_names`` for
+            zero-shot loaders), never through ``**kwargs``.
         **options: Passed to the loader when its signature accepts them (``class_names=``, ``templates=``).
 
     Raises:
@@ -57,12 +66,13 @@ def load_model(spec: str, *, pretrained: bool | str | None = None, device: str =
     registry = get_registry("model_loader")
     if prefix in registry:
         loader = registry.lookup(prefix)[0].factory
-        kwargs = {"device": device, **_accepted(loader, options)}
+        kwargs = {"device": device, **_named(loader, implicit or {}), **_accepted(loader, options)}
         if pretrained is not None:
             kwargs["pretrained"] = pretrained
         loaded = loader(rest, **kwargs)
     elif rest and _looks_like_module(prefix):
         loaded = load_factory(prefix, rest, spec=spec, pretrained=pretrained, device=device, **options)
+        # (factories get no implicit options: a plain nn.Module factory rarely takes class names)
     else:
         raise _unknown_prefix(prefix, spec, registry.names())
     if not isinstance(loaded, LoadedModel):
@@ -166,3 +176,12 @@ def _accepted(function: Any, options: dict[str, Any]) -> dict[str, Any]:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return options
     return {k: v for k, v in options.items() if k in parameters}
+
+
+def _named(function: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The options that ``function``'s signature names explicitly (not through ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in options.items() if v is not None and k in parameters}
