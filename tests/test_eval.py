@@ -50,6 +50,8 @@ def _run(tmp_path: Path, **options: Any) -> dict[str, Any]:
     options.setdefault("plot", False)
     options.setdefault("progress", False)
     options.setdefault("output_dir", str(tmp_path / "out"))
+    options.setdefault("chunk_size", "none")  # no chunk tuning: the tests check numbers, not speed
+    options.setdefault("probe_size", 4)
     results = run_eval(EvalConfig(**options))
     assert results is not None
     return results
@@ -87,6 +89,7 @@ def test_shipped_weights_are_small_safetensors_and_accurate_upright() -> None:
     assert turned < 0.6  # trained on upright digits only
 
 
+@pytest.mark.slow
 def test_methods_side_by_side_on_digits(builtins_only: None, tmp_path: Path) -> None:
     results = _run(tmp_path, limit=60, methods="plain,group_averaging")
     assert results["corruptions"] == ["0°", "90°", "180°", "270°", "random"]
@@ -146,6 +149,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- model specs
+@pytest.mark.slow
 def test_each_model_spec_kind_offline(mimic_plugins: None, tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -170,8 +174,8 @@ def test_each_model_spec_kind_offline(mimic_plugins: None, tmp_path: Path) -> No
         "python:tests.eval_helpers:small_cnn": {},
     }
     for spec, options in specs.items():
-        results = _run(tmp_path, model=spec, methods="plain,group_averaging", limit=16, **options)
-        assert results["evaluated"] == 16, spec
+        results = _run(tmp_path, model=spec, methods="plain,group_averaging", group="flip", limit=8, **options)
+        assert results["evaluated"] == 8, spec
         assert len(set(results["correct"]["group_averaging"].values())) == 1, spec
     calls = {prefix: (name, pretrained, options) for prefix, name, pretrained, options in eval_helpers.CALLS}
     assert calls["timm"] == ("resnet18", False, {})  # no class names through **options
@@ -195,10 +199,33 @@ def test_shipped_and_random_digits_differ(builtins_only: None) -> None:
     assert not torch.equal(trained.head.weight, random.head.weight)
 
 
+def test_saved_method_folder_is_loaded_with_from_pretrained(
+    builtins_only: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``NAME=DIR`` goes through ``SymmetrizedModel.from_pretrained(base, DIR)`` (stood in for here)."""
+    seen = []
+
+    def from_pretrained(base: torch.nn.Module, directory: str) -> symwrap.SymmetrizedModel:
+        seen.append(directory)
+        return symwrap.wrap(base, "rot90", "group_averaging")
+
+    monkeypatch.setattr(symwrap.SymmetrizedModel, "from_pretrained", staticmethod(from_pretrained), raising=False)
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    results = _run(tmp_path, methods=f"plain,equitune={saved}", limit=16)
+    assert seen == [str(saved)]
+    assert results["methods"] == ["plain", "equitune"]
+    assert len(set(results["correct"]["equitune"].values())) == 1
+    with pytest.raises(ConfigError, match=r"the folder holds method 'group_averaging', not 'monte_carlo'"):
+        _run(tmp_path, methods=f"plain,monte_carlo={saved}", limit=16)
+
+
 # ----------------------------------------------------------------------------- data sources
+@pytest.mark.slow
 def test_image_folder_matches_the_tensor_digits(builtins_only: None, tmp_path: Path) -> None:
     _digit_pngs(tmp_path / "folder", count=40)
-    results = _run(tmp_path, data=str(tmp_path / "folder"), image_mode="L", methods="plain,group_averaging", limit=40)
+    options = {"image_mode": "L", "methods": "plain,group_averaging", "limit": 40, "workers": 2}  # loader processes
+    results = _run(tmp_path, data=str(tmp_path / "folder"), **options)
     assert results["evaluated"] == 40
     assert results["accuracy"]["plain"]["0°"] > 0.9
     assert len(set(results["correct"]["group_averaging"].values())) == 1
@@ -215,6 +242,7 @@ def test_corrupt_images_are_skipped_and_counted(builtins_only: None, tmp_path: P
     assert "2 unreadable files skipped" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_hugging_face_dataset_on_disk(builtins_only: None, tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     from PIL import Image
@@ -305,6 +333,7 @@ def test_cli_reports_errors_in_one_line(builtins_only: None, tmp_path: Path, cap
 
 
 # ----------------------------------------------------------------------------- symwrap check
+@pytest.mark.slow
 def test_check_command_table_and_plot(builtins_only: None, tmp_path: Path, capsys: Any) -> None:
     assert cli.main(["check", "digits", "--group", "rot90", "--output-dir", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out

@@ -88,8 +88,12 @@ def build_one(method: EvalMethod, loaded: LoadedModel, group: Group, *, chunk_si
         if from_pretrained is None:
             raise ConfigError(f"--methods {method.spec()}: this symwrap has no SymmetrizedModel.from_pretrained yet")
         model = from_pretrained(loaded.model, str(directory))
-        if model.method.name != method.name and method.name not in get_registry("method"):
-            raise ConfigError(f"--methods {method.spec()}: the folder holds method {model.method.name!r}")
+        expected = get_registry("method").lookup(method.name)[0].factory  # aliases resolve to the same class
+        if type(model.method) is not expected and model.method.name != method.name:
+            raise ConfigError(
+                f"--methods {method.spec()}: the folder holds method {model.method.name!r}, not {method.name!r}; "
+                f"write --methods {model.method.name}={method.directory}"
+            )
         return model.eval()
     get_registry("method").lookup(method.name)  # UnknownNameError lists the registered methods
     return symwrap.wrap(loaded.model, group, method.name, chunk_size=chunk_size, **loaded.wrap_options).eval()
