@@ -122,6 +122,16 @@ def test_corruptions_random_element_is_per_index_and_seeded() -> None:
     assert len({tuple(e.flatten().tolist()) for e in a}) == 4  # every rotation occurs
 
 
+def test_corruption_columns_for_d4_and_a_continuous_group() -> None:
+    d4 = build_corruptions(symwrap.get_group("d4"), 10, seed=0)
+    assert [c.name for c in d4] == ["0°", "0°+m", "90°", "90°+m", "180°", "180°+m", "270°", "270°+m", "random"]
+    assert [c.angle for c in d4[:-1:2]] == [0.0, 90.0, 180.0, 270.0]  # mirrors get no polar angle
+    assert all(c.angle is None for c in d4[1:-1:2])
+    so2 = build_corruptions(symwrap.get_group("so2"), 10, seed=0, samples=4)
+    assert len(so2) == 5 and so2[0].name == "0°"  # the identity, then 3 seeded rotations, then random
+    assert all(c.angle is not None for c in so2[:-1])
+
+
 def test_shard_sampler_covers_every_index_once() -> None:
     shards = [list(ShardSampler(11, r, 3)) for r in range(3)]
     assert sorted(i for s in shards for i in s) == list(range(11))

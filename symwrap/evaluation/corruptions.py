@@ -64,7 +64,7 @@ def element_label(element: Tensor, index: int) -> str:
     if planar is None:
         return f"g{index}"
     angle, mirrored = planar
-    text = f"{angle:g}°"
+    text = f"{angle:.4g}°"
     return f"{text}+m" if mirrored else text
 
 

@@ -67,7 +67,10 @@ def write_plot(path: Path, results: dict[str, Any]) -> None:
         ax.set_ylabel("accuracy (%)")
         ax.set_xlabel(f"element of {results['config']['group']}")
         ax.set_title(f"accuracy per element, {results['config']['model']} on {results['data']}", fontsize=9)
-    ax.legend(loc="lower left", bbox_to_anchor=(-0.1, -0.15), fontsize=8)
+    if polar:  # outside the circle
+        ax.legend(loc="lower left", bbox_to_anchor=(-0.1, -0.15), fontsize=8)
+    else:
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
