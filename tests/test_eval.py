@@ -132,6 +132,11 @@ def test_corruption_columns_for_d4_and_a_continuous_group() -> None:
     assert all(c.angle is not None for c in so2[:-1])
 
 
+def test_groups_sized_by_the_data(builtins_only: None, tmp_path: Path) -> None:
+    results = _run(tmp_path, group="shift", methods="plain", limit=4)
+    assert len(results["corruptions"]) == 8 * 8 + 1  # every circular shift of an 8×8 digit, then random
+
+
 def test_shard_sampler_covers_every_index_once() -> None:
     shards = [list(ShardSampler(11, r, 3)) for r in range(3)]
     assert sorted(i for s in shards for i in s) == list(range(11))

@@ -267,6 +267,9 @@ def _run(config: EvalConfig, ctx: DistributedContext, symwrap: Any) -> dict[str,
     _check_class_names(class_names, loaded, data)
     group = symwrap.get_group(config.group)
     action = symwrap.get_action(None, group)
+    probe = _probe(data, config.probe_size)
+    if probe is not None:  # groups sized by the data (shift, perm) are resolved for the input shape
+        group = group.for_input(tuple(probe.shape), action)
     size = min(len(data), config.limit) if config.limit else len(data)
     corruptions = build_corruptions(group, size, seed=config.seed, samples=config.samples)
     models, skipped_methods = build_methods(methods, defaults, loaded, group, chunk_size=chunk_size)
@@ -288,7 +291,7 @@ def _run(config: EvalConfig, ctx: DistributedContext, symwrap: Any) -> dict[str,
             logger.info("resuming after batch %d", start_step)
     total_steps = steps_per_rank(size, ctx.world_size, config.batch_size)
 
-    errors = _invariance_errors(models, loaded, group, _probe(data, config.probe_size), config, device)
+    errors = _invariance_errors(models, loaded, group, probe, config, device)
     seconds = dict.fromkeys(labels, 0.0)
     sampler = ShardSampler(size, ctx.rank, ctx.world_size, start=start_step * config.batch_size)
     subset = Subset(data.dataset, range(size)) if size < len(data) else data.dataset
