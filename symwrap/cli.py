@@ -1,4 +1,4 @@
-"""The ``symwrap`` command line: ``symwrap plugins``, ``symwrap demo``."""
+"""The ``symwrap`` command line: ``symwrap plugins``, ``symwrap demo``, ``symwrap eval``, ``symwrap check``."""
 
 from __future__ import annotations
 
@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="wrap a small random CNN and print its invariance error before and after")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
+    from symwrap.evaluation.commands import add_check_parser, add_eval_parser
+
+    add_eval_parser(sub)
+    add_check_parser(sub)
     return parser
 
 
