@@ -33,7 +33,7 @@ from torch import nn
 import symwrap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_chunking import ResNet18Like  # the same ResNet-18 layout as the chunking benchmark
+from bench_chunking import ResNet18Like, keep_freed_memory  # the same ResNet-18 layout as the chunking benchmark
 
 FRAME_TARGET = 0.1
 CANON_TARGET = 1.3
@@ -111,7 +111,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--image-batch", type=int, default=8, help="batch of 224×224 images (default 8)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--malloc-keep", action="store_true", help="keep freed memory in glibc (no per-call page faults, see README)"
+    )
     args = parser.parse_args(argv)
+    malloc_keep = keep_freed_memory() if args.malloc_keep else False
     device = torch.device(args.device)
     rounds = args.rounds or (3 if args.quick else 15)
     frames = bench_frame_construction(device, rounds, batch=8 if args.quick else 64, points=1024)
@@ -121,11 +125,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "threads": torch.get_num_threads(),
         "rounds": rounds,
+        "malloc_keep": malloc_keep,
         "torch": torch.__version__,
         "frame_construction": frames,
         "canonicalization": canon,
     }
-    print(f"device {result['device']} ({result['device_name']}), {result['threads']} threads, {rounds} rounds, medians")
+    print(
+        f"device {result['device']} ({result['device_name']}), {result['threads']} threads, {rounds} rounds, "
+        f"medians, malloc_keep={malloc_keep}"
+    )
     print(f"\n1. frame_averaging on o3, clouds {tuple(frames['shape'])}")
     for name, seconds in frames["medians_s"].items():
         print(f"   {name:<24} {seconds * 1e3:10.2f} ms")

@@ -62,12 +62,14 @@ def pca(x: Tensor, mask: Tensor | None = None) -> PCA:
         mask: ``(B, N)`` bool, ``True`` for real points (padding is ignored), or ``None``.
     """
     if mask is None:
-        weight = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
+        centroid = x.mean(dim=1)
+        centred = x - centroid[:, None]
+        count = torch.full((x.shape[0],), float(x.shape[1]), dtype=x.dtype, device=x.device)
     else:
         weight = mask.to(x.dtype)
-    count = weight.sum(dim=1).clamp_min(1)  # (B,)
-    centroid = (x * weight[..., None]).sum(dim=1) / count[:, None]
-    centred = (x - centroid[:, None]) * weight[..., None]
+        count = weight.sum(dim=1).clamp_min(1)  # (B,)
+        centroid = (x * weight[..., None]).sum(dim=1) / count[:, None]
+        centred = (x - centroid[:, None]) * weight[..., None]
     cov = centred.transpose(1, 2) @ centred / count[:, None, None]
     values, vectors = torch.linalg.eigh(cov)  # ascending
     return PCA(centroid, values.flip(-1), vectors.flip(-1), centred)
