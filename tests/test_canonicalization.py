@@ -189,3 +189,13 @@ def test_sort_canonicalization_makes_a_set_model_invariant() -> None:
         reference = wrapped(x)
         for _ in range(3):
             assert_close(wrapped(x[:, torch.randperm(6)]), reference, rtol=1e-6, atol=1e-6)
+
+
+def test_configs_are_json_friendly_and_auto_builds_the_learned_canonicalizer_at_wrap_time(cnn: SmallCNN) -> None:
+    import json
+
+    wrapped = symwrap.wrap(cnn, "rot90", "canonicalization")  # canonicalizer="auto"
+    assert any(k.startswith("canonicalizer.") for k in wrapped.method.state_dict())
+    json.dumps(wrapped.config.to_dict())
+    frames = symwrap.wrap(SetMLP(), "perm", "frame_averaging", sort_by=[0, 2], mask="mask")
+    assert json.loads(json.dumps(frames.config.to_dict()))["method_options"]["sort_by"] == [0, 2]
