@@ -183,7 +183,7 @@ class SymmetrizedModel(nn.Module):
         group = self._group_for(call.acted[0].shape)
         for x in call.acted:
             self.input_action.check(x, group)
-        plan = self.method.plan(call.acted[0], group)
+        plan = self.method.plan_for_call(call, group)
         return self.engine.run(
             call,
             self.adapter,

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from symwrap.config import build_config
 from symwrap.groups.base import Group
+
+if TYPE_CHECKING:
+    from symwrap.adapters.base import BoundCall
 
 __all__ = ["Method", "NoOptions", "Plan", "Reweighing"]
 
@@ -113,6 +116,14 @@ class Method(nn.Module):
     def plan(self, x: Tensor, group: Group) -> Plan:
         """The elements to evaluate for inputs ``x`` ``(B, ...)`` (the data the group acts on)."""
         raise NotImplementedError
+
+    def plan_for_call(self, call: BoundCall, group: Group) -> Plan:
+        """The plan for one bound model call (what the wrapper asks for).
+
+        Defaults to ``plan(call.acted[0], group)``; methods that also read other arguments of the call (a
+        padding mask for frame averaging and canonicalization) override it.
+        """
+        return self.plan(call.acted[0], group)
 
     @property
     def wants_second_moment(self) -> bool:

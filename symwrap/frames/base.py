@@ -1,0 +1,129 @@
+"""Shared checks for frames: finite clouds, enough points, padding masks; the degenerate-input warning/error."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from symwrap.errors import InputLayoutError, SymwrapError
+
+__all__ = [
+    "DEGENERATE_MODES",
+    "DegenerateFrameWarning",
+    "DegenerateInputError",
+    "check_cloud",
+    "check_mask",
+    "mask_from_call",
+    "point_group_spec",
+]
+
+#: What to do with inputs whose frame is ambiguous (near-equal eigenvalues, ties in sorting).
+DEGENERATE_MODES = ("enlarge", "warn", "error")
+
+
+class DegenerateFrameWarning(UserWarning):
+    """Some inputs have an ambiguous frame (near-equal eigenvalues or ties); their invariance is not exact."""
+
+
+class DegenerateInputError(SymwrapError, ValueError):
+    """Raised with ``degenerate="error"`` when an input's frame is ambiguous."""
+
+
+def check_mask(mask: Tensor | None, batch: int, size: int, what: str) -> Tensor | None:
+    """Validate a padding mask: ``(B, N)`` bool or 0/1, ``True`` = a real entry. Returns it as bool.
+
+    Args:
+        mask: The mask, or ``None``.
+        batch: ``B``.
+        size: ``N``, the number of points / set entries.
+        what: Description of the data for messages, e.g. ``"point clouds (B, N, d) = (2, 8, 3)"``.
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor):
+        raise InputLayoutError(
+            f"the padding mask must be a (B, N) tensor (True = real entry), got {type(mask).__name__}"
+        )
+    if tuple(mask.shape) != (batch, size):
+        raise InputLayoutError(
+            f"the padding mask has shape {tuple(mask.shape)} but the {what} need a mask of shape ({batch}, {size}): "
+            "one entry per point (True = real point, False = padding)."
+        )
+    if mask.dtype != torch.bool:
+        if mask.dtype.is_floating_point or mask.dtype.is_complex or not bool(((mask == 0) | (mask == 1)).all()):
+            raise InputLayoutError(
+                f"the padding mask must be boolean (or 0/1 integers), got dtype {mask.dtype}; pass mask.bool()."
+            )
+        mask = mask.bool()
+    return mask
+
+
+def check_cloud(x: Tensor, d: int, group_name: str, method: str, mask: Tensor | None = None) -> None:
+    """Raise :class:`InputLayoutError` for clouds a PCA frame cannot handle.
+
+    Args:
+        x: ``(B, N, d)`` point clouds.
+        d: The group's dimension.
+        group_name: For messages.
+        method: For messages (``"frame_averaging"``, ``"canonicalization"``).
+        mask: ``(B, N)`` bool padding mask (already checked), or ``None``.
+    """
+    if x.ndim != 3 or x.shape[-1] != d:
+        raise InputLayoutError(
+            f"{method} with group {group_name!r} needs point clouds (B, N, {d}) but the input has shape "
+            f"{tuple(x.shape)}: the last axis must hold the {d} coordinates. Reshape the input to (B, N, {d})."
+        )
+    if not x.dtype.is_floating_point:
+        raise InputLayoutError(f"{method} needs floating-point coordinates, got {x.dtype}; pass x.float().")
+    finite = torch.isfinite(x).all(dim=-1)  # (B, N)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[0].tolist()
+        raise InputLayoutError(
+            f"{method} with group {group_name!r}: point cloud {bad[0]} has a NaN or inf coordinate (point {bad[1]}). "
+            "A frame built from it would be NaN. Remove or repair those points (fill padding with zeros and pass "
+            "a padding mask) before calling the model."
+        )
+    counts = mask.sum(dim=1) if mask is not None else torch.full((x.shape[0],), x.shape[1], device=x.device)
+    if bool((counts < d).any()):
+        b = int((counts < d).nonzero()[0, 0])
+        raise InputLayoutError(
+            f"{method} with group {group_name!r} needs at least {d} points per cloud to fix a {d}-D frame, but "
+            f"cloud {b} has {int(counts[b])}. Pass clouds with N >= {d} real points, or use method='monte_carlo'."
+        )
+
+
+def point_group_spec(group: object) -> tuple[int, bool, bool] | None:
+    """``(d, special, translation)`` for O(d)/SO(d)/E(d)/SE(d) acting on point clouds, else ``None``."""
+    from symwrap.actions.points import PointCloudAction
+    from symwrap.groups.matrix import EuclideanGroup, OrthogonalGroup
+
+    if isinstance(group, EuclideanGroup):
+        return group.d, group.special, True
+    if isinstance(group, OrthogonalGroup) and isinstance(group.default_action(), PointCloudAction):
+        return group.d, group.special, False
+    return None
+
+
+def mask_from_call(call: object, selector: int | str | None) -> Tensor | None:
+    """The padding-mask argument ``selector`` (a position or a keyword/parameter name) of a bound call."""
+    if selector is None:
+        return None
+    import inspect
+
+    args, kwargs = call.args, call.kwargs  # type: ignore[attr-defined]
+    if isinstance(selector, int) and 0 <= selector < len(args):
+        return args[selector]
+    if isinstance(selector, str):
+        if selector in kwargs:
+            return kwargs[selector]
+        try:
+            params = list(inspect.signature(call.model.forward).parameters)  # type: ignore[attr-defined]
+        except (TypeError, ValueError):
+            params = []
+        if selector in params and params.index(selector) < len(args):
+            return args[params.index(selector)]
+    raise InputLayoutError(
+        f"mask={selector!r} names no argument of this call (it passed {len(args)} positional argument(s) and "
+        f"keywords {sorted(kwargs) or 'none'}). Pass the (B, N) padding mask to the model as that argument, "
+        "or set mask=None."
+    )

@@ -1,0 +1,242 @@
+"""PCA frames for O(d), SO(d), E(d) and SE(d) acting on point clouds ``(B, N, d)``.
+
+For a cloud with centroid ``c`` and covariance ``C = V Λ Vᵀ`` (eigenvalues descending), the frame is the set
+of rotations ``R = S Vᵀ`` for the sign matrices ``S = diag(±1)`` (Puny et al. 2022, arXiv 2110.03336, §3.1):
+all ``2^d`` of them for O(d), the ``2^(d-1)`` with ``det(S Vᵀ) = 1`` for SO(d). Each planned element moves the
+cloud to a canonical pose, ``a·x = (x - c) Rᵀ`` (for O(d)/SO(d) without the translation), so the frame obeys
+``F(h·x) = F(x)·h⁻¹`` whatever signs the eigensolver returns. Everything is batched on the input's device
+and dtype (one ``torch.linalg.eigh`` call for the whole batch).
+
+Degenerate clouds: when two eigenvalues are nearly equal (relative gap ``(λᵢ - λᵢ₊₁)/λ₁ < gap``) the eigenvectors
+of that eigenspace are not determined (exactly equal) or are dominated by rounding error (nearly equal, error
+≈ machine epsilon / gap). See :class:`PCAFrame` for what happens then.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from symwrap.frames.base import DEGENERATE_MODES, DegenerateFrameWarning, DegenerateInputError
+from symwrap.groups.matrix import haar_orthogonal
+
+__all__ = ["DEFAULT_EIGEN_GAP", "PCA", "PCAFrame", "pca"]
+
+#: Default relative eigen-gap below which a cloud counts as degenerate. With float32 coordinates the
+#: eigenvectors of a cloud whose gaps are all above it are accurate to ~1e-4 (tested invariance tolerance).
+DEFAULT_EIGEN_GAP = 1e-3
+
+
+@dataclass
+class PCA:
+    """Batched principal axes of point clouds.
+
+    Attributes:
+        centroid: ``(B, d)`` mean of the (real) points.
+        eigenvalues: ``(B, d)`` covariance eigenvalues, descending.
+        eigenvectors: ``(B, d, d)``; column ``i`` belongs to ``eigenvalues[:, i]``.
+        centred: ``(B, N, d)`` points minus the centroid, zero at padding.
+    """
+
+    centroid: Tensor
+    eigenvalues: Tensor
+    eigenvectors: Tensor
+    centred: Tensor
+
+    def relative_gaps(self) -> Tensor:
+        """``(B, d-1)`` gaps ``(λᵢ - λᵢ₊₁) / λ₁`` (0 when every eigenvalue is 0)."""
+        lam = self.eigenvalues
+        scale = lam[:, :1].clamp_min(torch.finfo(lam.dtype).tiny)
+        return (lam[:, :-1] - lam[:, 1:]) / scale
+
+
+def pca(x: Tensor, mask: Tensor | None = None) -> PCA:
+    """Centroid and principal axes of each cloud, on ``x``'s device and dtype.
+
+    Args:
+        x: ``(B, N, d)`` point clouds.
+        mask: ``(B, N)`` bool, ``True`` for real points (padding is ignored), or ``None``.
+    """
+    if mask is None:
+        centroid = x.mean(dim=1)
+        centred = x - centroid[:, None]
+        count = torch.full((x.shape[0],), float(x.shape[1]), dtype=x.dtype, device=x.device)
+    else:
+        weight = mask.to(x.dtype)
+        count = weight.sum(dim=1).clamp_min(1)  # (B,)
+        centroid = (x * weight[..., None]).sum(dim=1) / count[:, None]
+        centred = (x - centroid[:, None]) * weight[..., None]
+    cov = centred.transpose(1, 2) @ centred / count[:, None, None]
+    values, vectors = torch.linalg.eigh(cov)  # ascending
+    return PCA(centroid, values.flip(-1), vectors.flip(-1), centred)
+
+
+def _sign_vectors(d: int, free: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """All ``2^free`` sign vectors of length ``free`` ``(2^free, free)``, all-positive first."""
+    return torch.tensor(list(itertools.product([1.0, -1.0], repeat=free)), dtype=dtype, device=device).reshape(-1, free)
+
+
+def _tie_blocks(gaps_tied: Tensor) -> list[list[int]]:
+    """Blocks of consecutive eigen-indices joined by tied gaps, e.g. ``[F, T]`` -> ``[[0], [1, 2]]``."""
+    blocks = [[0]]
+    for i, tied in enumerate(gaps_tied.tolist()):
+        if tied:
+            blocks[-1].append(i + 1)
+        else:
+            blocks.append([i + 1])
+    return blocks
+
+
+class PCAFrame:
+    """Builds PCA frames (and single canonical poses) for O(d)/SO(d), optionally with translations.
+
+    Args:
+        d: Dimension of the points.
+        special: SO(d)/SE(d): keep only elements with determinant +1.
+        translation: E(d)/SE(d): elements are homogeneous ``(d+1, d+1)`` and centre the cloud.
+        gap: Relative eigen-gap below which a cloud is degenerate.
+        degenerate: What to do with degenerate clouds:
+
+            * ``"enlarge"``: the frame of a degenerate cloud is enlarged by ``enlarge_samples`` rotations
+              ``W`` of each degenerate eigenspace (Haar-random, fixed ``seed``): ``{S (V W)ᵀ}``. This averages
+              the ambiguous in-eigenspace rotation out — approximately (Monte-Carlo error ~ 1/√samples), not
+              exactly; a :class:`DegenerateFrameWarning` says so.
+            * ``"warn"``: keep the plain frame and warn (the output of those clouds is not exactly invariant).
+            * ``"error"``: raise :class:`DegenerateInputError`.
+        enlarge_samples: Rotations per degenerate eigenspace with ``"enlarge"``.
+        seed: Seed of those rotations (a fixed seed keeps the wrapped model a deterministic function).
+    """
+
+    def __init__(
+        self,
+        d: int,
+        *,
+        special: bool,
+        translation: bool,
+        gap: float = DEFAULT_EIGEN_GAP,
+        degenerate: str = "enlarge",
+        enlarge_samples: int = 16,
+        seed: int = 0,
+    ) -> None:
+        if degenerate not in DEGENERATE_MODES:
+            raise ValueError(f"degenerate must be one of {DEGENERATE_MODES}, got {degenerate!r}")
+        self.d, self.special, self.translation = d, special, translation
+        self.gap, self.degenerate = gap, degenerate
+        self.enlarge_samples, self.seed = enlarge_samples, seed
+
+    # ------------------------------------------------------------------ frames
+    def frame(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The frame of each cloud as planned elements and weights.
+
+        Args:
+            x: ``(B, N, d)`` clouds (checked by :func:`~symwrap.frames.check_cloud`).
+            mask: ``(B, N)`` bool padding mask or ``None``.
+
+        Returns:
+            ``elements`` ``(B, k, c, c)`` with ``c = d`` (or ``d + 1`` with translations), ``k = 2^d`` (O(d)) or
+            ``2^(d-1)`` (SO(d)), times ``enlarge_samples`` when a cloud of the batch is enlarged; ``weights``
+            ``(B, k)`` uniform.
+        """
+        p = pca(x, mask)
+        bases = p.eigenvectors[:, None]  # (B, 1, d, d): one basis per input unless enlarged
+        tied = p.relative_gaps() < self.gap  # (B, d-1)
+        degenerate = tied.any(dim=1)
+        if bool(degenerate.any()):
+            self._handle(degenerate, p, "frame")
+            if self.degenerate == "enlarge":
+                bases = bases @ self._eigenspace_rotations(tied, degenerate, x)
+        rotations = self._signed(bases)  # (B, m, S, d, d)
+        batch = x.shape[0]
+        rotations = rotations.reshape(batch, -1, self.d, self.d)
+        elements = self._with_translation(rotations, p.centroid)
+        weights = torch.full(elements.shape[:2], 1.0 / elements.shape[1], dtype=x.dtype, device=x.device)
+        return elements, weights
+
+    def canonical(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """One canonical element per cloud ``(B, 1, c, c)``: signs chosen so each axis has positive skewness.
+
+        The sign of axis ``i`` is the sign of the third moment ``Σₙ ((xₙ - c)·vᵢ)³``; for SO(d) the last sign
+        is fixed by the determinant instead. Degenerate clouds (near-equal eigenvalues, or a third moment
+        below ``gap`` relative to ``Σₙ |(xₙ - c)·vᵢ|³``) are warned about or refused per ``degenerate``
+        (``"enlarge"`` is not possible with one element and acts as ``"warn"``).
+        """
+        p = pca(x, mask)
+        v = p.eigenvectors
+        proj = p.centred @ v  # (B, N, d), zero at padding
+        skew = proj.pow(3).sum(dim=1)
+        scale = proj.abs().pow(3).sum(dim=1).clamp_min(torch.finfo(x.dtype).tiny)
+        signs = torch.where(skew >= 0, 1.0, -1.0).to(x.dtype)
+        weak = (skew.abs() / scale) < self.gap
+        if self.special:
+            signs[:, -1] = torch.linalg.det(v).sign() * signs[:, :-1].prod(dim=1)
+            weak[:, -1] = False
+        degenerate = (p.relative_gaps() < self.gap).any(dim=1) | weak.any(dim=1)
+        if bool(degenerate.any()):
+            self._handle(degenerate, p, "canonical pose")
+        rotation = (signs[..., None] * v.transpose(1, 2))[:, None]  # (B, 1, d, d)
+        return self._with_translation(rotation, p.centroid)
+
+    # ------------------------------------------------------------------ helpers
+    def _signed(self, bases: Tensor) -> Tensor:
+        """``S Uᵀ`` for every allowed sign matrix ``S`` and basis ``U`` ``(B, m, d, d)`` -> ``(B, m, S, d, d)``."""
+        d = self.d
+        transposed = bases.transpose(-1, -2)[:, :, None]  # (B, m, 1, d, d)
+        if not self.special:
+            signs = _sign_vectors(d, d, bases.device, bases.dtype)  # (2^d, d)
+            return signs[None, None, :, :, None] * transposed
+        free = _sign_vectors(d, d - 1, bases.device, bases.dtype)  # (2^(d-1), d-1)
+        det = torch.linalg.det(bases).sign()  # (B, m)
+        last = det[..., None] * free.prod(dim=1)  # (B, m, S): det(S) = det(U) makes det(S Uᵀ) = +1
+        signs = torch.cat([free.expand(*last.shape, d - 1), last[..., None]], dim=-1)  # (B, m, S, d)
+        return signs[..., None] * transposed
+
+    def _with_translation(self, rotations: Tensor, centroid: Tensor) -> Tensor:
+        """Homogeneous ``[[R, -R c], [0, 1]]`` ``(B, k, d+1, d+1)`` for E(d)/SE(d), else ``R`` as is."""
+        if not self.translation:
+            return rotations
+        d = self.d
+        out = torch.zeros(*rotations.shape[:2], d + 1, d + 1, dtype=rotations.dtype, device=rotations.device)
+        out[..., :d, :d] = rotations
+        out[..., :d, d] = -(rotations @ centroid[:, None, :, None]).squeeze(-1)
+        out[..., d, d] = 1
+        return out
+
+    def _eigenspace_rotations(self, tied: Tensor, degenerate: Tensor, x: Tensor) -> Tensor:
+        """``(B, m, d, d)`` block-diagonal rotations of each degenerate eigenspace (identity for other clouds)."""
+        m, d = self.enlarge_samples, self.d
+        generator = torch.Generator().manual_seed(self.seed)
+        out = torch.eye(d, dtype=torch.float64).repeat(x.shape[0], m, 1, 1)
+        # Only the (rare) degenerate clouds reach this loop; the frame of every other cloud stays batched.
+        for b in degenerate.nonzero().flatten().tolist():
+            for block in _tie_blocks(tied[b].cpu()):
+                if len(block) > 1:
+                    lo, hi = block[0], block[-1] + 1
+                    out[b, :, lo:hi, lo:hi] = haar_orthogonal(m, hi - lo, special=False, generator=generator)
+        return out.to(device=x.device, dtype=x.dtype)
+
+    def _handle(self, degenerate: Tensor, p: PCA, what: str) -> None:
+        index = degenerate.nonzero().flatten().tolist()
+        gaps = p.relative_gaps()[degenerate].amin().item() if p.eigenvalues.shape[1] > 1 else 0.0
+        shown = ", ".join(map(str, index[:8])) + (", ..." if len(index) > 8 else "")
+        detail = (
+            f"{len(index)} input(s) (index {shown}) have a degenerate {what}: near-equal covariance eigenvalues "
+            f"(smallest relative gap {gaps:.2e} < gap={self.gap:g}) or, for a canonical pose, a near-zero third "
+            "moment (planar or symmetric clouds)"
+        )
+        if self.degenerate == "error":
+            raise DegenerateInputError(
+                f"{detail}. Their frame is ambiguous, so the output would not be invariant. Use degenerate='enlarge' "
+                "(average over rotations of the ambiguous eigenspace), degenerate='warn', or method='monte_carlo'."
+            )
+        if self.degenerate == "enlarge" and what == "frame":
+            message = (
+                f"{detail}; their frame was enlarged by {self.enlarge_samples} rotations of each degenerate "
+                "eigenspace, so their invariance is approximate (Monte-Carlo error ~ 1/sqrt(enlarge_samples))."
+            )
+        else:
+            message = f"{detail}; their output is not exactly invariant (degenerate='{self.degenerate}')."
+        warnings.warn(message, DegenerateFrameWarning, stacklevel=4)
