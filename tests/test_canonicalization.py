@@ -199,3 +199,26 @@ def test_configs_are_json_friendly_and_auto_builds_the_learned_canonicalizer_at_
     json.dumps(wrapped.config.to_dict())
     frames = symwrap.wrap(SetMLP(), "perm", "frame_averaging", sort_by=[0, 2], mask="mask")
     assert json.loads(json.dumps(frames.config.to_dict()))["method_options"]["sort_by"] == [0, 2]
+
+
+@pytest.mark.parametrize("canonicalizer", ["auto", "learned"])
+def test_learned_canonicalizer_round_trips_through_save_pretrained(
+    canonicalizer: str, cnn: SmallCNN, images: torch.Tensor, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    wrapped = symwrap.wrap(cnn, "d4", "canonicalization", canonicalizer=canonicalizer).eval()
+    with torch.no_grad():  # weights unlike a fresh init, so a load that silently kept new weights would show
+        for p in wrapped.method.canonicalizer.parameters():
+            p.add_(torch.randn_like(p))
+    directory = Path(str(tmp_path))
+    wrapped.save_pretrained(directory)
+    saved = load_file(directory / "symwrap_weights.safetensors")
+    assert saved and all(name.startswith("canonicalizer.") for name in saved)
+    assert not any(name.startswith("base_model") for name in saved)
+    restored = symwrap.SymmetrizedModel.from_pretrained(cnn, directory)
+    assert_close(restored(images), wrapped(images), rtol=0, atol=0)
+    for name, value in wrapped.method.canonicalizer.state_dict().items():
+        assert torch.equal(restored.method.canonicalizer.state_dict()[name], value), name
