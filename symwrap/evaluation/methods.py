@@ -26,12 +26,13 @@ __all__ = ["DEFAULT_METHODS", "PLAIN", "EvalMethod", "build_methods", "parse_met
 PLAIN = "plain"
 
 #: Compared by default, in this order, when registered and applicable to the group (one line per method).
+#: Methods with learned parts (``lambda_equitune``, ``canonicalization`` with a learned canonicalizer) are not
+#: defaults: untrained, their accuracy means nothing; select a trained one with ``--methods NAME=DIR``.
 DEFAULT_METHODS = (
     PLAIN,
     "group_averaging",
     "equizero",
     "frame_averaging",
-    "canonicalization",
 )
 
 
