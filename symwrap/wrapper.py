@@ -278,6 +278,7 @@ def wrap(
     the_method = get_method(method, **method_options)
     the_method.check_group(the_group)
     input_action = get_action(action, the_group)
+    the_adapter.check_group(the_group, input_action)
     output_action = _output_action(output, the_group)
     config = WrapConfig(
         group=the_group.name,
