@@ -18,8 +18,9 @@ def load_timm(name: str, *, pretrained: bool | str | None = False, device: str =
         name: A timm model name (``"resnet50"``, ``"vit_base_patch16_224.augreg_in21k"``).
         pretrained: ``False``/``None``: random init (offline). ``True``: timm's default published weights
             (downloaded from the Hugging Face hub the first time). A tag (``"a1_in1k"``): those weights
-            (``NAME.TAG``). A path to a local ``.safetensors``/``.pth`` checkpoint: loaded through timm's
-            ``pretrained_cfg_overlay={"file": path}``, offline.
+            (``NAME.TAG``). A path to a local ``.safetensors``/``.pth`` checkpoint of this architecture (all
+            weights, head included): loaded offline through ``timm.create_model(..., checkpoint_path=path)``,
+            which reads safetensors or ``torch.load(weights_only=True)``, never an arbitrary pickle.
         device: Where to put the model.
         **options: Passed to ``timm.create_model`` (``num_classes=10``, ``img_size=...``).
 
@@ -37,7 +38,9 @@ def load_timm(name: str, *, pretrained: bool | str | None = False, device: str =
         if path.suffix in {".safetensors", ".pth", ".pt", ".bin"} or path.exists():
             if not path.is_file():
                 raise ConfigError(f"pretrained={str(pretrained)!r}: no checkpoint file at that path")
-            kwargs["pretrained_cfg_overlay"] = {"file": str(path.resolve())}
+            # the whole state dict (classifier included), read with safetensors or torch.load(weights_only=True)
+            kwargs["checkpoint_path"] = str(path.resolve())
+            use_weights = False
         else:
             name = f"{name}.{pretrained}"
     model = timm.create_model(name, pretrained=use_weights, **kwargs).eval().to(device)
