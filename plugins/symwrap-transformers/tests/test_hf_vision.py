@@ -158,6 +158,7 @@ def test_clip_zero_shot_encodes_prompts_once_and_is_invariant(tokenizer, monkeyp
         for moved in _moved(wrapped, x, "d4"):
             _assert_exact(wrapped(moved), out)
         features, logits = head.features_and_output(x)
+        torch.testing.assert_close(logits, head(x))
     assert out.shape == (3, 3) and features.shape == (3, 16)
     assert len(calls) == 1, "the class prompts were encoded again during forward"
 
