@@ -57,7 +57,7 @@ class ZeroShotClassifier(nn.Module):
         classes_per_batch: Classes encoded per text forward while building the weights.
 
     Example:
-        >>> model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained="openai")  # doctest: +SKIP
+        >>> model, _, _ = open_clip.create_model_and_transforms("ViT-B-32", pretrained="openai")  # doctest: +SKIP
         >>> classifier = ZeroShotClassifier(model, open_clip.get_tokenizer("ViT-B-32"))  # doctest: +SKIP
         >>> classifier = symwrap.wrap(classifier, "rot90")  # doctest: +SKIP
     """
