@@ -10,6 +10,7 @@ from __future__ import annotations
 from symwrap import hookimpl
 from symwrap.hookspecs import Register
 from symwrap_transformers.adapter import TransformersAdapter
+from symwrap_transformers.causal_lm import NextTokenModel, VocabularySwapAction
 from symwrap_transformers.loader import load_hf
 from symwrap_transformers.text import TextEncoder
 from symwrap_transformers.word_swap import GENDER_PAIRS, WordSwapAction, WordSwapGroup, gender_swap
@@ -18,8 +19,10 @@ from symwrap_transformers.zero_shot import CLIPZeroShotClassifier
 __all__ = [
     "GENDER_PAIRS",
     "CLIPZeroShotClassifier",
+    "NextTokenModel",
     "TextEncoder",
     "TransformersAdapter",
+    "VocabularySwapAction",
     "WordSwapAction",
     "WordSwapGroup",
     "gender_swap",
