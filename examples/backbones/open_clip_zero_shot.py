@@ -22,14 +22,23 @@ def main(argv: list[str] | None = None) -> tuple[float, float]:
     parser.add_argument("--arch", default="ViT-B-32")
     parser.add_argument("--pretrained", default=None, help="an open_clip tag such as 'openai' (needs a network)")
     parser.add_argument("--classes", type=int, default=10, help="the first N ImageNet classes (1000 for all)")
+    parser.add_argument(
+        "--templates", choices=["openai", "simple"], default="openai", help="open_clip's 80 OpenAI or 7 simple prompts"
+    )
+    parser.add_argument(
+        "--stacked", action="store_true", help="chunk_size=None: all copies in one forward, no first-call tuning"
+    )
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
     # the third value is the image transform for real (PIL) images; random tensors need none
     model, _, _ = open_clip.create_model_and_transforms(args.arch, pretrained=args.pretrained)
     names = open_clip.IMAGENET_CLASSNAMES[: args.classes]  # open_clip's own class names and OpenAI templates
-    classifier = ZeroShotClassifier(model.eval(), open_clip.get_tokenizer(args.arch), names)  # text encoded once
-    wrapped = symwrap.wrap(classifier, "rot90")  # the image side is symmetrized
+    templates = (
+        open_clip.OPENAI_IMAGENET_TEMPLATES if args.templates == "openai" else open_clip.SIMPLE_IMAGENET_TEMPLATES
+    )
+    classifier = ZeroShotClassifier(model.eval(), open_clip.get_tokenizer(args.arch), names, templates)  # text once
+    wrapped = symwrap.wrap(classifier, "rot90", chunk_size=None if args.stacked else "auto")  # image side only
 
     size = model.visual.image_size
     size = size if isinstance(size, int) else size[0]
