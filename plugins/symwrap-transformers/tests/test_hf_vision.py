@@ -17,6 +17,7 @@ from transformers import (
     ViTConfig,
     ViTForImageClassification,
     ViTImageProcessor,
+    ViTModel,
 )
 from transformers.modeling_outputs import ImageClassifierOutput
 
@@ -196,3 +197,24 @@ def test_hf_loader_from_a_local_folder(tmp_path) -> None:
     wrapped = symwrap.wrap(loaded.model, "rot90", **loaded.wrap_options)
     with torch.no_grad():
         assert wrapped(pixels[None]).logits.shape == (1, 5)
+
+
+def test_base_vit_model_pooled_and_hidden_outputs_are_invariant() -> None:
+    """A base model (no head): pooler_output and last_hidden_state are both combined, so both are invariant
+    (the per-token states are averaged over the orbit, not moved with the patches)."""
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=SIZE, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    model = ViTModel(config).eval()
+    x = _images()
+    wrapped = symwrap.wrap(model, "rot90", chunk_size=None)
+    with torch.no_grad():
+        plain, out = model(pixel_values=x), wrapped(pixel_values=x)
+        assert type(out) is type(plain)
+        assert out.last_hidden_state.shape == plain.last_hidden_state.shape
+        assert out.pooler_output.shape == plain.pooler_output.shape
+        for moved in _moved(wrapped, x, "rot90"):
+            again = wrapped(pixel_values=moved)
+            _assert_exact(again.pooler_output, out.pooler_output)
+            _assert_exact(again.last_hidden_state, out.last_hidden_state)
