@@ -87,6 +87,12 @@ def _selected_entry_points() -> list[EntryPoint]:
     return [ep for ep in found if ep.name in wanted or (ep.dist is not None and ep.dist.name in wanted)]
 
 
+def _skipped_entry_points() -> list[str]:
+    """Installed entry points that the environment switches left out (named in "unknown name" errors)."""
+    selected = {ep.name for ep in _selected_entry_points()}
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} - selected)
+
+
 def _record(error: PluginLoadError) -> None:
     _state["errors"].append(error)
     logger.warning("%s", error)
@@ -144,8 +150,10 @@ def _load() -> tuple[pluggy.PluginManager, dict[str, Registry]]:
                         registry.remove(entry.name)
             failed.add(name)
             _record(PluginLoadError(name, dists.get(name), exc))
+    skipped = _skipped_entry_points()
     for registry in registries.values():
         registry.failed_plugins = sorted(failed | {e.entry_point for e in _state["errors"]})
+        registry.skipped_plugins = skipped
     return pm, registries
 
 

@@ -50,6 +50,8 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
         self.failed_plugins: list[str] = []
+        #: Installed entry points not loaded because of SYMWRAP_DISABLE_PLUGIN_AUTOLOAD / SYMWRAP_LOAD_PLUGINS.
+        self.skipped_plugins: list[str] = []
 
     def add(self, name: str, factory: Callable[..., Any], plugin: str, description: str = "") -> Entry:
         """Register ``name``; raises :class:`DuplicateNameError` naming both plugins if it exists."""
@@ -80,6 +82,13 @@ class Registry:
         hint = ""
         if self.failed_plugins:
             hint = f"Plugins that failed to load (see symwrap.plugin_errors()): {', '.join(self.failed_plugins)}."
+        if self.skipped_plugins:
+            names = ",".join(self.skipped_plugins)
+            hint += (
+                f"{' ' if hint else ''}Installed plugins not loaded because of SYMWRAP_DISABLE_PLUGIN_AUTOLOAD / "
+                f"SYMWRAP_LOAD_PLUGINS: {', '.join(self.skipped_plugins)}. To enable them, unset "
+                f"SYMWRAP_DISABLE_PLUGIN_AUTOLOAD or set SYMWRAP_LOAD_PLUGINS={names}."
+            )
         raise UnknownNameError(self.kind, name, self._entries, hint)
 
     def create(self, name: str, **options: Any) -> Any:

@@ -312,6 +312,7 @@ def wrap(
     the_method.check_group(the_group)
     the_method.attach(model, the_adapter)
     input_action = get_action(action, the_group)
+    the_adapter.check_group(the_group, input_action)
     output_action = _output_action(output, the_group)
     config = WrapConfig(
         group=group if isinstance(group, str) else the_group.name,  # the registry name, rebuilt with group_options

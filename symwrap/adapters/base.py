@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Union
 import torch
 from torch import Tensor, nn
 
+from symwrap.actions.text import TextBatch, is_text
 from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
 from symwrap.nested import TreeSpec, tree_map
 
@@ -28,6 +29,10 @@ def _as_selectors(value: Selector | Sequence[Selector] | None) -> tuple[Selector
     raise ConfigError(f"invalid selector {value!r}: use an int (position), a str (name) or a tuple of them")
 
 
+def _as_acted(value: Any) -> Any:
+    return TextBatch(value) if is_text(value) and not isinstance(value, TextBatch) else value
+
+
 class BoundCall:
     """One call of the model, with the tensors the group acts on located among its arguments.
 
@@ -38,7 +43,8 @@ class BoundCall:
 
     def __init__(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], locations: list[tuple]) -> None:
         self.model, self.args, self.kwargs, self.locations = model, list(args), dict(kwargs), locations
-        self.acted: list[Tensor] = [self._get(loc) for loc in locations]
+        # raw text (a list of strings) is carried as a TextBatch, which has a tensor's shape[0] and device
+        self.acted: list[Tensor] = [_as_acted(self._get(loc)) for loc in locations]
         self.batch_size = int(self.acted[0].shape[0])
 
     def _get(self, loc: tuple) -> Any:
@@ -115,12 +121,12 @@ class Adapter:
 
     # ------------------------------------------------------------------ inputs
     def default_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Selector, ...]:
-        """The argument the group acts on when the user names none: the first tensor argument."""
+        """The argument the group acts on when the user names none: the first tensor (or raw-text) argument."""
         for i, value in enumerate(args):
-            if isinstance(value, Tensor):
+            if isinstance(value, Tensor) or is_text(value):
                 return (i,)
         for name, value in kwargs.items():
-            if isinstance(value, Tensor):
+            if isinstance(value, Tensor) or is_text(value):
                 return (name,)
         raise InputLayoutError(
             "the model was called without a tensor argument for the group to act on; "
@@ -133,7 +139,7 @@ class Adapter:
         locations = [self._locate(s, args, kwargs) for s in selectors]
         call = BoundCall(self.model, args, kwargs, locations)
         for selector, value in zip(selectors, call.acted):
-            if not isinstance(value, Tensor) or value.ndim == 0:
+            if not isinstance(value, (Tensor, TextBatch)) or value.ndim == 0:
                 raise InputLayoutError(
                     f"the input {selector!r} the group acts on must be a batched tensor, got {type(value).__name__}"
                 )
@@ -159,6 +165,13 @@ class Adapter:
             f"the call passed {', '.join(passed) or 'nothing'}. "
             "Pass that argument, or choose another with symwrap.wrap(..., input=...)."
         )
+
+    def check_group(self, group: Any, input_action: Any) -> None:
+        """Raise when the model cannot take the inputs ``group`` produces (called once by ``symwrap.wrap``).
+
+        The default accepts every group; backbone adapters override it, e.g. a timm ViT with a fixed
+        non-square input size cannot take 90°-rotated copies.
+        """
 
     # ------------------------------------------------------------------ features (λ-equitune)
     def features_and_output(self, call: BoundCall, acted_rows: list[Tensor], src: Tensor) -> tuple[Tensor, Any]:

@@ -1,0 +1,81 @@
+"""The adapter for open_clip models (``CLIP``, ``CustomTextCLIP``) and :class:`ZeroShotClassifier`."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from symwrap.adapters.base import Adapter, BoundCall, Selector
+from symwrap.nested import TreeSpec
+
+__all__ = ["OpenCLIPAdapter", "is_open_clip_model"]
+
+#: The image-side output of an open_clip model call: ``image_features`` (index 0 of the tuple form).
+_IMAGE_OUTPUTS = ("image_features", "0")
+
+
+def is_open_clip_model(model: Any) -> bool:
+    """Whether ``model`` comes from open_clip (by its class's module, without importing open_clip)."""
+    module = type(model).__module__ or ""
+    return isinstance(model, nn.Module) and module.startswith("open_clip.") and hasattr(model, "encode_image")
+
+
+class _ImageSideCall(BoundCall):
+    """An open_clip ``model(image, text)`` call: ``text`` goes unchanged to every chunk (never gathered by
+    image row, even when there are as many texts as images)."""
+
+    def arguments(self, acted_rows: list[Tensor], src: Tensor) -> tuple[list[Any], dict[str, Any]]:
+        text = self.kwargs.pop("text", None)
+        try:
+            args, kwargs = super().arguments(acted_rows, src)
+        finally:
+            if text is not None:
+                self.kwargs["text"] = text
+        if text is not None:
+            kwargs["text"] = text
+        return args, kwargs
+
+
+class OpenCLIPAdapter(Adapter):
+    """Calls open_clip models and :class:`symwrap_open_clip.ZeroShotClassifier`.
+
+    * ``ZeroShotClassifier``: image in, logits out; λ-net features are the normalised ``encode_image`` output.
+    * A bare open_clip model ``model(image, text)``: the group acts on ``image``; ``image_features`` are
+      combined, ``text_features`` (not batched by image) and ``logit_scale`` become ``None``.
+    """
+
+    name: ClassVar[str] = "open_clip"
+    priority: ClassVar[int] = 100
+
+    @classmethod
+    def matches(cls, model: Any) -> bool:
+        own = (type(model).__module__ or "").startswith("symwrap_open_clip.") and isinstance(model, nn.Module)
+        return is_open_clip_model(model) or own
+
+    def default_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Selector, ...]:
+        if is_open_clip_model(self.model) and "image" in kwargs:
+            return ("image",)
+        return super().default_input(args, kwargs)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BoundCall:
+        if not is_open_clip_model(self.model):
+            return super().bind(args, kwargs)
+        named = dict(zip(self._params, args))  # forward(image, text): name both
+        named.update(kwargs)
+        call = super().bind((), named)
+        return _ImageSideCall(call.model, tuple(call.args), call.kwargs, call.locations)
+
+    def selected_leaves(self, spec: TreeSpec, leaves: list[Any], rows: int) -> list[int]:
+        if self.select is None and is_open_clip_model(self.model):
+            return [i for i, path in enumerate(spec.paths) if path in _IMAGE_OUTPUTS]
+        return super().selected_leaves(spec, leaves, rows)
+
+    def features_and_output(self, call: BoundCall, acted_rows: list[Tensor], src: Tensor) -> tuple[Tensor, Any]:
+        args, kwargs = call.arguments(acted_rows, src)
+        own = getattr(self.model, "features_and_output", None)
+        if callable(own):
+            return own(*args, **kwargs)
+        output = self.model(*args, **kwargs)
+        features = output["image_features"] if isinstance(output, dict) else output[0]
+        return features, output

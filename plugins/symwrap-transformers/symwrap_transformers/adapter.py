@@ -1,0 +1,110 @@
+"""The adapter for Hugging Face transformers models and this plugin's text / zero-shot modules."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from symwrap.adapters.base import Adapter, BoundCall, Selector
+from symwrap.nested import TreeSpec
+
+__all__ = ["TransformersAdapter", "is_transformers_model"]
+
+#: Submodules that are the classification head of HF ``*For*Classification`` models (first found is used).
+_HEAD_NAMES = ("classifier", "score", "head", "fc")
+#: Arguments of a ``CLIPModel`` call that belong to the text side and are never split by image rows.
+_CLIP_TEXT_ARGS = ("input_ids", "attention_mask", "position_ids")
+#: The image-side outputs of ``CLIPModel`` combined by default; ``logits_per_text`` and ``text_embeds`` are
+#: not batched by image and become ``None`` (``logits_per_text`` is ``logits_per_image.T``).
+_CLIP_OUTPUTS = ("logits_per_image", "image_embeds")
+
+
+def is_transformers_model(model: Any) -> bool:
+    """Whether ``model`` comes from transformers (by its class's module, without importing transformers)."""
+    module = type(model).__module__ or ""
+    return isinstance(model, nn.Module) and module.startswith("transformers.")
+
+
+def _is_clip_like(model: Any) -> bool:
+    return hasattr(model, "get_image_features") and hasattr(model, "get_text_features") and is_transformers_model(model)
+
+
+class _ImageSideCall(BoundCall):
+    """A ``CLIPModel`` call: the text arguments pass unchanged to every chunk (never gathered by image row,
+    even when there happen to be as many texts as images)."""
+
+    fixed: tuple[str, ...] = _CLIP_TEXT_ARGS
+
+    def arguments(self, acted_rows: list[Tensor], src: Tensor) -> tuple[list[Any], dict[str, Any]]:
+        saved = {k: self.kwargs.pop(k) for k in self.fixed if k in self.kwargs}
+        try:
+            args, kwargs = super().arguments(acted_rows, src)
+        finally:
+            self.kwargs.update(saved)
+        kwargs.update(saved)
+        return args, kwargs
+
+
+class TransformersAdapter(Adapter):
+    """Calls Hugging Face models (and :class:`TextEncoder` / :class:`CLIPZeroShotClassifier`).
+
+    * Image models: the group acts on ``pixel_values`` (keyword or first positional argument); the
+      output keeps its type (``ImageClassifierOutput`` with ``.logits`` combined; a tuple with
+      ``return_dict=False``). Outputs that are not floating tensors with a batch dimension become ``None``.
+    * ``CLIPModel``: ``pixel_values`` is acted on, ``input_ids``/``attention_mask`` go unchanged to every
+      chunk; ``logits_per_image`` and ``image_embeds`` are combined.
+    * Text: models that take raw text (:class:`symwrap_transformers.TextEncoder`) receive the swapped text.
+    * λ-nets: :meth:`features_and_output` returns what the classification head sees (captured with a hook on
+      ``classifier``/``score``/``head``), CLIP's ``image_embeds``, or the module's own ``features_and_output``.
+    """
+
+    name: ClassVar[str] = "transformers"
+    priority: ClassVar[int] = 100
+
+    @classmethod
+    def matches(cls, model: Any) -> bool:
+        own = (type(model).__module__ or "").startswith("symwrap_transformers.")
+        return is_transformers_model(model) or (own and isinstance(model, nn.Module))
+
+    def default_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Selector, ...]:
+        if "pixel_values" in kwargs:
+            return ("pixel_values",)
+        if "pixel_values" in self._params and self._params.index("pixel_values") < len(args):
+            return ("pixel_values",)
+        return super().default_input(args, kwargs)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BoundCall:
+        if not _is_clip_like(self.model):
+            return super().bind(args, kwargs)
+        # name the positional arguments so the text side can be told apart from the images
+        named = dict(zip(self._params, args))
+        named.update(kwargs)
+        call = super().bind((), named)
+        return _ImageSideCall(call.model, tuple(call.args), call.kwargs, call.locations)
+
+    def selected_leaves(self, spec: TreeSpec, leaves: list[Any], rows: int) -> list[int]:
+        if self.select is None and _is_clip_like(self.model):
+            return [i for i, path in enumerate(spec.paths) if path in _CLIP_OUTPUTS]
+        return super().selected_leaves(spec, leaves, rows)
+
+    def features_and_output(self, call: BoundCall, acted_rows: list[Tensor], src: Tensor) -> tuple[Tensor, Any]:
+        args, kwargs = call.arguments(acted_rows, src)
+        own = getattr(self.model, "features_and_output", None)
+        if callable(own):
+            return own(*args, **kwargs)
+        if _is_clip_like(self.model):
+            output = self.model(*args, **kwargs)
+            return output["image_embeds"], output
+        head = next(
+            (getattr(self.model, n) for n in _HEAD_NAMES if isinstance(getattr(self.model, n, None), nn.Module)), None
+        )
+        if head is None:
+            return super().features_and_output(call, acted_rows, src)
+        captured: list[Tensor] = []
+        handle = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
+        try:
+            output = self.model(*args, **kwargs)
+        finally:
+            handle.remove()
+        return captured[-1].flatten(1), output

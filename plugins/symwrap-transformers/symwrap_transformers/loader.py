@@ -1,0 +1,46 @@
+"""The ``hf`` model loader for ``symwrap eval``: ``hf:NAME_OR_FOLDER`` -> image classifier and its processor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from symwrap.evaluation.loading import LoadedModel
+
+__all__ = ["load_hf"]
+
+
+def load_hf(name: str, *, pretrained: bool | str | None = False, device: str = "cpu", **options: Any) -> LoadedModel:
+    """Load an image classifier with ``AutoModelForImageClassification`` and its ``AutoImageProcessor``.
+
+    Args:
+        name: A local folder (``save_pretrained`` output) or a hub name (``"google/vit-base-patch16-224"``,
+            downloaded the first time).
+        pretrained: ``True``: the weights in ``name`` (``from_pretrained``). ``False``/``None``: random init from
+            ``name``'s config (offline for a local folder). A string: a hub revision (branch, tag or commit).
+        device: Where to put the model.
+        **options: Passed to ``from_pretrained`` / the config (``num_labels=10``).
+
+    Returns:
+        A :class:`LoadedModel`; ``preprocess`` is the image processor (PIL image -> ``(3, H, W)``), and the class
+        names come from the config's ``id2label``.
+    """
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+
+    revision = {"revision": pretrained} if isinstance(pretrained, str) else {}
+    if pretrained:
+        model = AutoModelForImageClassification.from_pretrained(name, **revision, **options)
+    else:
+        config = AutoConfig.from_pretrained(name, **options)
+        model = AutoModelForImageClassification.from_config(config)
+    model = model.eval().to(device)
+    processor = AutoImageProcessor.from_pretrained(name, **revision)
+
+    def preprocess(image: Any) -> Any:
+        return processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    size = getattr(processor, "crop_size", None) or getattr(processor, "size", None) or {}
+    size = dict(size) if size else {}
+    input_size = (int(size["height"]), int(size["width"])) if "height" in size and "width" in size else None
+    id2label = getattr(model.config, "id2label", None) or {}
+    class_names = [id2label[i] for i in sorted(id2label)] if id2label else None
+    return LoadedModel(model, preprocess, input_size, class_names, {"select": "logits"})
