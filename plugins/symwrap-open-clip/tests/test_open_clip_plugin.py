@@ -152,3 +152,18 @@ def test_loader_builds_a_zero_shot_classifier_offline() -> None:
 def test_bad_prompts(class_names: list[str], templates: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=r"invalid option " + message):
         ZeroShotClassifier(_model("vit"), _tokenizer(), class_names, templates)
+
+
+def test_lambda_equitune_on_a_zero_shot_head_finds_the_split_without_help_and_stays_invariant() -> None:
+    head = ZeroShotClassifier(_model("vit"), _tokenizer(), CLASSES[:3], TEMPLATES)
+    x = _images("vit", 3)
+    wrapped = symwrap.wrap(head, "rot90", "lambda_equitune", chunk_size=None)
+    with torch.no_grad():
+        wrapped(x)  # sizes the λ-net from encode_image features
+        for p in wrapped.method.parameters():
+            p.copy_(torch.randn_like(p))
+        out = wrapped(x)
+        ga = symwrap.wrap(head, "rot90", chunk_size=None)(x)
+        assert float((out - ga).abs().max()) > 1e-4 * float(ga.abs().max())
+        for moved in _moved(x, "rot90"):
+            _assert_exact(wrapped(moved), out)

@@ -126,3 +126,21 @@ def test_dynamic_size_vit_with_non_square_input_gets_the_square_error() -> None:
     wrapped = symwrap.wrap(model, "rot90")
     with pytest.raises(InputLayoutError, match=r"need square images.*H=32 != W=16"):
         wrapped(torch.randn(1, 3, 32, 16))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vit_tiny_patch16_224"])
+def test_lambda_equitune_finds_the_split_without_help_and_stays_invariant(name: str) -> None:
+    model = _create(name)
+    x = _images(name, batch=3)
+    wrapped = symwrap.wrap(model, "rot90", "lambda_equitune", chunk_size=None)  # no features=: the adapter splits
+    with torch.no_grad():
+        out = wrapped(x)  # sizes the λ-net from the adapter's (R, num_features) features
+        for p in wrapped.method.parameters():  # a non-constant λ, as after training
+            p.copy_(torch.randn_like(p))
+        out = wrapped(x)
+        group = wrapped.group
+        ga = symwrap.wrap(model, "rot90", chunk_size=None)(x)
+        assert _relative_gap(out, ga) > 1e-4  # λ really reweighs the copies
+        for element in group.elements()[1:]:
+            moved = wrapped.input_action.apply(x, torch.arange(3), element.expand(3, 2, 2), group)
+            _assert_exact(wrapped(moved), out)

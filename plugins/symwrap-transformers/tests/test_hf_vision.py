@@ -218,3 +218,17 @@ def test_base_vit_model_pooled_and_hidden_outputs_are_invariant() -> None:
             again = wrapped(pixel_values=moved)
             _assert_exact(again.pooler_output, out.pooler_output)
             _assert_exact(again.last_hidden_state, out.last_hidden_state)
+
+
+def test_lambda_equitune_on_a_vit_finds_the_split_without_help_and_stays_invariant() -> None:
+    model, x = _vit(), _images(3)
+    wrapped = symwrap.wrap(model, "rot90", "lambda_equitune", chunk_size=None)
+    with torch.no_grad():
+        wrapped(pixel_values=x)  # sizes the λ-net from the classifier's input features
+        for p in wrapped.method.parameters():
+            p.copy_(torch.randn_like(p))
+        out = wrapped(pixel_values=x).logits
+        ga = symwrap.wrap(model, "rot90", chunk_size=None)(pixel_values=x).logits
+        assert float((out - ga).abs().max()) > 1e-4 * float(ga.abs().max())
+        for moved in _moved(wrapped, x, "rot90"):
+            _assert_exact(wrapped(pixel_values=moved).logits, out)
