@@ -70,7 +70,9 @@ def load_model(
         if pretrained is not None:
             kwargs["pretrained"] = pretrained
         loaded = loader(rest, **kwargs)
-    elif rest and _looks_like_module(prefix):
+    elif rest and _looks_like_module(prefix) and prefix not in PLUGIN_FOR_PREFIX:
+        # (a plugin's prefix is never a factory path: `timm:resnet18` without the timm plugin must say to
+        # install it, not try a function named resnet18 in the timm module)
         loaded = load_factory(prefix, rest, spec=spec, pretrained=pretrained, device=device, **options)
         # (factories get no implicit options: a plain nn.Module factory rarely takes class names)
     else:
