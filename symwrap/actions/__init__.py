@@ -4,5 +4,6 @@ from symwrap.actions.base import Action
 from symwrap.actions.image import ImageAction
 from symwrap.actions.points import PointCloudAction, VectorAction
 from symwrap.actions.sets import AxisPermutationAction
+from symwrap.actions.tokens import TokenGridAction
 
-__all__ = ["Action", "AxisPermutationAction", "ImageAction", "PointCloudAction", "VectorAction"]
+__all__ = ["Action", "AxisPermutationAction", "ImageAction", "PointCloudAction", "TokenGridAction", "VectorAction"]
