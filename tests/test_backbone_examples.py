@@ -34,6 +34,13 @@ def test_hf_vit_example() -> None:
 
 
 @pytest.mark.slow
+def test_hf_vit_tokens_example() -> None:
+    errors = list(_load("hf_vit_tokens").main(["--group", "rot90"]).values())
+    plain, invariant, token_grid = errors
+    assert plain > 1e-2 and invariant > 1e-2 and token_grid < 1e-5
+
+
+@pytest.mark.slow
 def test_hf_word_swap_example_reports_cosines() -> None:
     results = _load("hf_word_swap").main([])
     assert all(before < 0.999 for before, _ in results)
