@@ -144,3 +144,38 @@ def test_lambda_equitune_finds_the_split_without_help_and_stays_invariant(name: 
         for element in group.elements()[1:]:
             moved = wrapped.input_action.apply(x, torch.arange(3), element.expand(3, 2, 2), group)
             _assert_exact(wrapped(moved), out)
+
+
+class _TokenFeatures(torch.nn.Module):
+    """A timm ViT's ``forward_features``: tokens ``(B, 1 + registers + h·w, D)``."""
+
+    def __init__(self, vit: torch.nn.Module) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit.forward_features(x)
+
+
+def test_vit_tokens_with_registers_are_equivariant_with_token_grid_action() -> None:
+    from symwrap.actions import TokenGridAction
+
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, reg_tokens=2, depth=2
+    ).eval()
+    model, x, g = _TokenFeatures(vit), _images("vit_tiny_patch16_224"), symwrap.get_group("rot90")
+    action = TokenGridAction(prefix=3)  # CLS + 2 register tokens, then a 4×4 patch grid
+    wrapped = symwrap.wrap(model, g, output=action, chunk_size=None)
+    quarter = torch.rot90(x, 1, dims=(-2, -1))
+
+    def grid(tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 3:].reshape(2, 4, 4, -1).permute(0, 3, 1, 2)
+
+    with torch.no_grad():
+        plain, plain_turned = model(x), model(quarter)
+        assert plain.shape == (2, 3 + 16, 192)
+        out, turned = wrapped(x), wrapped(quarter)
+    _assert_exact(turned[:, :3], out[:, :3])  # CLS and registers: invariant
+    _assert_exact(grid(turned), torch.rot90(grid(out), 1, dims=(-2, -1)))  # patches turn with the image
+    assert _relative_gap(grid(plain_turned), torch.rot90(grid(plain), 1, dims=(-2, -1))) > 1e-2
