@@ -95,8 +95,8 @@ def test_hf_vit_from_a_local_folder(real_plugins: None, tmp_path: Path, image_fo
     folder = tmp_path / "tiny-vit"
     ViTForImageClassification(config).eval().save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    saved = _eval(tmp_path, f"hf:{folder}", image_folder, pretrained="true")
-    assert saved["config"]["pretrained"] == "true"
+    saved = _eval(tmp_path, f"hf:{folder}", image_folder)  # a local folder: its own weights by default
+    assert saved["config"]["pretrained"] is None
 
 
 def test_open_clip_tiny_zero_shot_with_the_folders_class_names(
@@ -141,9 +141,11 @@ def test_timm_imagenet_head_on_a_two_class_folder_is_a_clear_error(
 
 
 def test_hf_folder_weights_are_the_ones_evaluated(real_plugins: None, tmp_path: Path) -> None:
-    """``hf:FOLDER`` with ``--pretrained true`` scores the folder's weights, not a fresh random init."""
+    """Regression: ``hf:FOLDER`` without ``--pretrained`` scores the folder's weights (it used to re-initialise
+    them at random from the config); ``--pretrained false`` still asks for random init."""
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
+    from symwrap.evaluation.runner import parse_pretrained
     from symwrap.evaluation.specs import load_model
 
     config = ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
@@ -152,6 +154,10 @@ def test_hf_folder_weights_are_the_ones_evaluated(real_plugins: None, tmp_path: 
     source = ViTForImageClassification(config).eval()
     source.save_pretrained(folder)
     ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(folder)
-    loaded = load_model(f"hf:{folder}", pretrained=True)
-    for (name, p), q in zip(loaded.model.state_dict().items(), source.state_dict().values()):
-        torch.testing.assert_close(p, q, msg=name)
+    for flag in (None, "true"):
+        loaded = load_model(f"hf:{folder}", pretrained=parse_pretrained(flag))
+        for (name, p), q in zip(loaded.model.state_dict().items(), source.state_dict().values()):
+            torch.testing.assert_close(p, q, msg=f"--pretrained {flag}: {name}")
+    random = load_model(f"hf:{folder}", pretrained=parse_pretrained("false")).model.state_dict()
+    weight = "classifier.weight"
+    assert not torch.equal(random[weight], source.state_dict()[weight])
