@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from symwrap.evaluation.loading import LoadedModel
@@ -9,14 +10,16 @@ from symwrap.evaluation.loading import LoadedModel
 __all__ = ["load_hf"]
 
 
-def load_hf(name: str, *, pretrained: bool | str | None = False, device: str = "cpu", **options: Any) -> LoadedModel:
+def load_hf(name: str, *, pretrained: bool | str | None = None, device: str = "cpu", **options: Any) -> LoadedModel:
     """Load an image classifier with ``AutoModelForImageClassification`` and its ``AutoImageProcessor``.
 
     Args:
         name: A local folder (``save_pretrained`` output) or a hub name (``"google/vit-base-patch16-224"``,
             downloaded the first time).
-        pretrained: ``True``: the weights in ``name`` (``from_pretrained``). ``False``/``None``: random init from
-            ``name``'s config (offline for a local folder). A string: a hub revision (branch, tag or commit).
+        pretrained: ``True``: the weights in ``name`` (``from_pretrained``). ``False``: random init from
+            ``name``'s config (offline for a local folder). ``None`` (the default): the weights of a local folder
+            (``hf:./my-vit`` evaluates ``./my-vit``), random init for a hub name (nothing downloaded unless asked).
+            A string: a hub revision (branch, tag or commit).
         device: Where to put the model.
         **options: Passed to ``from_pretrained`` / the config (``num_labels=10``).
 
@@ -26,6 +29,8 @@ def load_hf(name: str, *, pretrained: bool | str | None = False, device: str = "
     """
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
+    if pretrained is None:  # a local save_pretrained folder is evaluated with its own weights, not re-initialised
+        pretrained = Path(name).is_dir()
     revision = {"revision": pretrained} if isinstance(pretrained, str) else {}
     if pretrained:
         model = AutoModelForImageClassification.from_pretrained(name, **revision, **options)
