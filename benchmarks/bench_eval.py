@@ -29,21 +29,14 @@ from symwrap.evaluation.data import collate, open_data
 from symwrap.evaluation.loading import LoadedModel
 from symwrap.evaluation.methods import build_methods, parse_methods
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_chunking import small_cnn as _chunking_small_cnn  # the same model as the chunking benchmark
+
 
 def small_cnn(classes: int = 10) -> nn.Module:
-    """Conv(3,32)-ReLU-Conv(32,64,s2)-ReLU-Conv(64,64,s2)-ReLU-avg-pool-Linear(64,10) (as bench_chunking)."""
+    """The chunking benchmark's small CNN (seeded, eval mode)."""
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(64, 64, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(64, classes),
-    ).eval()
+    return _chunking_small_cnn(classes).eval()
 
 
 def write_folder(root: Path, images: int, size: int) -> None:

@@ -56,6 +56,14 @@ class _Chunk:
     features: Tensor | None = None  # (R, D) per-row features, for methods that reweigh from features
 
 
+@dataclass
+class _Orbit:
+    first: _Chunk  # the first chunk (its output structure)
+    selected: list[int]  # indices of the combined output leaves
+    values: list[Tensor]  # (B, k, ...) pulled-back outputs per selected leaf
+    features: Tensor | None  # (B, k, D) per-copy features, when the forward returned them
+
+
 #: A forward of orbit rows that also returns per-row features: ``(acted_rows, src) -> (features (R, D), output)``.
 RowsForward = Callable[[list[Tensor], Tensor], tuple[Tensor, Any]]
 
@@ -174,18 +182,38 @@ class OrbitEngine:
         plan: Plan,
     ) -> tuple[list[Tensor], list[str]]:
         """Every copy's pulled-back output, unreduced: one ``(B, k, ...)`` tensor per selected leaf, and its path."""
-        per_leaf: list[list[Tensor]] = []
+        orbit = self._collect(call, adapter, group, input_action, output_action, plan)
+        return orbit.values, [orbit.first.spec.paths[i] for i in orbit.selected]
+
+    def _collect(
+        self,
+        call: BoundCall,
+        adapter: Adapter,
+        group: Group,
+        input_action: Action,
+        output_action: Action | None,
+        plan: Plan,
+        forward: RowsForward | None = None,
+    ) -> _Orbit:
+        """Run every copy (chunked) and keep the pulled-back outputs ``(B, k, ...)`` and features ``(B, k, D)``."""
+        batch, copies = plan.elements.shape[:2]
+        first: _Chunk | None = None
         selected: list[int] = []
-        paths: list[str] = []
-        for chunk in self._chunks(call, group, input_action, plan):
-            if not per_leaf:
+        per_leaf: list[list[Tensor]] = []
+        features: list[Tensor] = []
+        for chunk in self._chunks(call, group, input_action, plan, forward):
+            if first is None:
+                first = chunk
                 selected = adapter.selected_leaves(chunk.spec, chunk.leaves, chunk.src.shape[0])
                 per_leaf = [[] for _ in selected]
-                paths = [chunk.spec.paths[i] for i in selected]
             for store, value in zip(per_leaf, self._pulled_back(chunk, selected, group, output_action)):
                 store.append(value)
-        batch, copies = plan.elements.shape[:2]
-        return [torch.cat(parts).reshape(batch, copies, *parts[0].shape[1:]) for parts in per_leaf], paths
+            if chunk.features is not None:
+                features.append(chunk.features)
+        assert first is not None
+        values = [torch.cat(parts).reshape(batch, copies, *parts[0].shape[1:]) for parts in per_leaf]
+        stacked = torch.cat(features).reshape(batch, copies, -1) if features else None
+        return _Orbit(first, selected, values, stacked)
 
     def _run_reweighed(
         self,
@@ -212,27 +240,11 @@ class OrbitEngine:
             def forward(acted: list[Tensor], src: Tensor) -> tuple[Tensor, Any]:
                 return method.features_and_output(call, acted, src, adapter)
 
+        orbit = self._collect(call, adapter, group, input_action, output_action, plan, forward)
+        reweighing = method.reweigh(plan, orbit.values, orbit.features, class_dim)
         batch, copies = plan.elements.shape[:2]
-        first: _Chunk | None = None
-        selected: list[int] = []
-        per_leaf: list[list[Tensor]] = []
-        features: list[Tensor] = []
-        for chunk in self._chunks(call, group, input_action, plan, forward):
-            if first is None:
-                first = chunk
-                selected = adapter.selected_leaves(chunk.spec, chunk.leaves, chunk.src.shape[0])
-                per_leaf = [[] for _ in selected]
-            for store, value in zip(per_leaf, self._pulled_back(chunk, selected, group, output_action)):
-                store.append(value)
-            if chunk.features is not None:
-                features.append(chunk.features)
-        assert first is not None
-        values = [torch.cat(parts).reshape(batch, copies, *parts[0].shape[1:]) for parts in per_leaf]
-        stacked = torch.cat(features).reshape(batch, copies, -1) if features else None
-        reweighing = method.reweigh(plan, values, stacked, class_dim)
-        src = torch.arange(batch, device=plan.elements.device).repeat_interleave(copies)
-        slot = torch.arange(copies, device=plan.elements.device).repeat(batch)
-        flat = [v.reshape(batch * copies, *v.shape[2:]) for v in values]
+        src, slot = self._row_map(batch, copies, plan.elements.device)
+        flat = [v.reshape(batch * copies, *v.shape[2:]) for v in orbit.values]
 
         def reduced(weights: Tensor) -> list[Tensor]:
             reducer = OrbitReducer(batch, weights, reduce, class_dim)
@@ -243,7 +255,7 @@ class OrbitEngine:
         if reweighing.gradient_weights is not None:  # straight-through: value of `weights`, gradient of the other
             surrogate = reduced(reweighing.gradient_weights)
             result = [s + (r - s).detach() for r, s in zip(result, surrogate)]
-        return _assemble(first, selected, result)
+        return _assemble(orbit.first, orbit.selected, result)
 
     @staticmethod
     def _pulled_back(chunk: _Chunk, selected: list[int], group: Group, output_action: Action | None) -> list[Tensor]:
