@@ -262,3 +262,17 @@ def test_auto_prefers_the_smallest_chunk_within_tolerance_of_the_fastest() -> No
     assert pick_chunk({8: 0.30, 64: 0.104, 128: 0.100, 512: 0.2}, tolerance=0.05) == 64
     assert pick_chunk({8: 0.30, 64: 0.110, 128: 0.100}, tolerance=0.05) == 128
     assert pick_chunk({16: 0.1, 128: 0.1}, tolerance=0.0) == 16
+
+
+def test_unbatched_keyword_arguments_reach_every_chunk_unchanged() -> None:
+    """A keyword argument named in ``unbatched`` (CLIP prompts: as many as images) is never gathered by row."""
+    from symwrap.adapters.base import BoundCall
+
+    model = torch.nn.Identity()
+    x, prompts = torch.randn(2, 1, 4, 4), torch.randn(2, 3)
+    src = torch.tensor([0, 0, 1, 1, 1])
+    gathered = BoundCall(model, (x,), {"prompts": prompts}, [("arg", 0)]).arguments([x[src]], src)[1]
+    assert gathered["prompts"].shape[0] == 5  # batched by default: its first dim equals B
+    kept = BoundCall(model, (x,), {"prompts": prompts}, [("arg", 0)], unbatched=("prompts",)).arguments([x[src]], src)
+    assert kept[1]["prompts"] is prompts
+    assert torch.equal(kept[0][0], x[src])

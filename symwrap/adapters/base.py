@@ -39,10 +39,20 @@ class BoundCall:
     Attributes:
         acted: The tensors the group acts on, each ``(B, ...)``; the first defines ``B``.
         batch_size: ``B``.
+        unbatched: Names of keyword arguments passed unchanged to every chunk, never gathered by row even when
+            their first dim happens to equal ``B`` (the text side of a CLIP call: as many prompts as images).
     """
 
-    def __init__(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], locations: list[tuple]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        locations: list[tuple],
+        unbatched: tuple[str, ...] = (),
+    ) -> None:
         self.model, self.args, self.kwargs, self.locations = model, list(args), dict(kwargs), locations
+        self.unbatched = unbatched
         # raw text (a list of strings) is carried as a TextBatch, which has a tensor's shape[0] and device
         self.acted: list[Tensor] = [_as_acted(self._get(loc)) for loc in locations]
         self.batch_size = int(self.acted[0].shape[0])
@@ -75,7 +85,7 @@ class BoundCall:
             return value
 
         args = [tree_map(take, a) for a in self.args]
-        kwargs = {k: tree_map(take, v) for k, v in self.kwargs.items()}
+        kwargs = {k: v if k in self.unbatched else tree_map(take, v) for k, v in self.kwargs.items()}
         for loc, value in zip(self.locations, acted_rows):
             if loc[0] == "arg":
                 args[loc[1]] = value

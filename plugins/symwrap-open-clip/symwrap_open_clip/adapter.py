@@ -21,22 +21,6 @@ def is_open_clip_model(model: Any) -> bool:
     return isinstance(model, nn.Module) and module.startswith("open_clip.") and hasattr(model, "encode_image")
 
 
-class _ImageSideCall(BoundCall):
-    """An open_clip ``model(image, text)`` call: ``text`` goes unchanged to every chunk (never gathered by
-    image row, even when there are as many texts as images)."""
-
-    def arguments(self, acted_rows: list[Tensor], src: Tensor) -> tuple[list[Any], dict[str, Any]]:
-        text = self.kwargs.pop("text", None)
-        try:
-            args, kwargs = super().arguments(acted_rows, src)
-        finally:
-            if text is not None:
-                self.kwargs["text"] = text
-        if text is not None:
-            kwargs["text"] = text
-        return args, kwargs
-
-
 class OpenCLIPAdapter(Adapter):
     """Calls open_clip models and :class:`symwrap_open_clip.ZeroShotClassifier`.
 
@@ -64,7 +48,8 @@ class OpenCLIPAdapter(Adapter):
         named = dict(zip(self._params, args))  # forward(image, text): name both
         named.update(kwargs)
         call = super().bind((), named)
-        return _ImageSideCall(call.model, tuple(call.args), call.kwargs, call.locations)
+        call.unbatched = ("text",)  # the prompts go unchanged to every chunk, never gathered by image row
+        return call
 
     def selected_leaves(self, spec: TreeSpec, leaves: list[Any], rows: int) -> list[int]:
         if self.select is None and is_open_clip_model(self.model):

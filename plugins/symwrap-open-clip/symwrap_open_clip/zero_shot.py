@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from symwrap.errors import ConfigError
+from symwrap.prompts import Template, validate_prompts
 
 __all__ = ["Template", "ZeroShotClassifier", "imagenet_metadata"]
-
-#: A prompt template: a format string with a ``{}`` slot, or a callable (open_clip's OpenAI templates are lambdas).
-Template = Union[str, Callable[[str], str]]
 
 
 def imagenet_metadata() -> tuple[tuple[str, ...], tuple[Template, ...]]:
@@ -21,24 +18,6 @@ def imagenet_metadata() -> tuple[tuple[str, ...], tuple[Template, ...]]:
     from open_clip import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 
     return tuple(IMAGENET_CLASSNAMES), tuple(OPENAI_IMAGENET_TEMPLATES)
-
-
-def _validate(class_names: Sequence[str], templates: Sequence[Template]) -> None:
-    if isinstance(class_names, str) or len(class_names) == 0:
-        raise ConfigError("invalid option 'class_names': expected a non-empty list of class names, e.g. ['cat', 'dog']")
-    bad = [n for n in class_names if not isinstance(n, str) or not n.strip()]
-    if bad:
-        raise ConfigError(f"invalid option 'class_names': {bad[0]!r} is not a non-empty string")
-    if isinstance(templates, str) or len(templates) == 0:
-        raise ConfigError("invalid option 'templates': expected a non-empty list such as ['a photo of a {}.']")
-    if len({callable(t) for t in templates}) > 1:
-        raise ConfigError("invalid option 'templates': mix of strings and callables; use one kind")
-    for template in templates:
-        if not callable(template) and (not isinstance(template, str) or "{}" not in template):
-            raise ConfigError(
-                f"invalid option 'templates': {template!r} has no '{{}}' slot for the class name; "
-                "write templates like 'a photo of a {}.' (or pass callables name -> prompt)"
-            )
 
 
 class ZeroShotClassifier(nn.Module):
@@ -76,7 +55,7 @@ class ZeroShotClassifier(nn.Module):
             default_names, default_templates = imagenet_metadata()
             class_names = default_names if class_names is None else class_names
             templates = default_templates if templates is None else templates
-        _validate(class_names, templates)
+        validate_prompts(class_names, templates, allow_callables=True)
         self.model = model
         self.class_names, self.templates = list(class_names), list(templates)
         self.register_buffer("class_weights", self._build(tokenizer, classes_per_batch), persistent=False)

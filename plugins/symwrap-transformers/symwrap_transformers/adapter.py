@@ -30,22 +30,6 @@ def _is_clip_like(model: Any) -> bool:
     return hasattr(model, "get_image_features") and hasattr(model, "get_text_features") and is_transformers_model(model)
 
 
-class _ImageSideCall(BoundCall):
-    """A ``CLIPModel`` call: the text arguments pass unchanged to every chunk (never gathered by image row,
-    even when there happen to be as many texts as images)."""
-
-    fixed: tuple[str, ...] = _CLIP_TEXT_ARGS
-
-    def arguments(self, acted_rows: list[Tensor], src: Tensor) -> tuple[list[Any], dict[str, Any]]:
-        saved = {k: self.kwargs.pop(k) for k in self.fixed if k in self.kwargs}
-        try:
-            args, kwargs = super().arguments(acted_rows, src)
-        finally:
-            self.kwargs.update(saved)
-        kwargs.update(saved)
-        return args, kwargs
-
-
 class TransformersAdapter(Adapter):
     """Calls Hugging Face models (and :class:`TextEncoder` / :class:`CLIPZeroShotClassifier`).
 
@@ -81,7 +65,8 @@ class TransformersAdapter(Adapter):
         named = dict(zip(self._params, args))
         named.update(kwargs)
         call = super().bind((), named)
-        return _ImageSideCall(call.model, tuple(call.args), call.kwargs, call.locations)
+        call.unbatched = _CLIP_TEXT_ARGS  # the text side goes unchanged to every chunk, never gathered by image row
+        return call
 
     def selected_leaves(self, spec: TreeSpec, leaves: list[Any], rows: int) -> list[int]:
         if self.select is None and _is_clip_like(self.model):

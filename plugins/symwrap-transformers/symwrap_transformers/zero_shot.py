@@ -9,26 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from symwrap.errors import ConfigError
+from symwrap.prompts import validate_prompts
 
-__all__ = ["CLIPZeroShotClassifier", "validate_prompts"]
-
-
-def validate_prompts(class_names: Sequence[str], templates: Sequence[str]) -> None:
-    """Raise :class:`ConfigError` for empty class names or templates without a ``{}`` slot."""
-    if isinstance(class_names, str) or len(class_names) == 0:
-        raise ConfigError("invalid option 'class_names': expected a non-empty list of class names, e.g. ['cat', 'dog']")
-    bad = [n for n in class_names if not isinstance(n, str) or not n.strip()]
-    if bad:
-        raise ConfigError(f"invalid option 'class_names': {bad[0]!r} is not a non-empty string")
-    if isinstance(templates, str) or len(templates) == 0:
-        raise ConfigError("invalid option 'templates': expected a non-empty list such as ['a photo of a {}.']")
-    for template in templates:
-        if not isinstance(template, str) or "{}" not in template:
-            raise ConfigError(
-                f"invalid option 'templates': {template!r} has no '{{}}' slot for the class name; "
-                "write templates like 'a photo of a {}.'"
-            )
+__all__ = ["CLIPZeroShotClassifier", "validate_prompts"]  # validate_prompts: re-exported from symwrap.prompts
 
 
 class CLIPZeroShotClassifier(nn.Module):
