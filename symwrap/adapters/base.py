@@ -143,11 +143,22 @@ class Adapter:
             "call it with a tensor or name the argument with symwrap.wrap(..., input='name')."
         )
 
+    def unbatched_arguments(self) -> tuple[str, ...]:
+        """Names of arguments passed unchanged to every chunk, never gathered by row (default: none).
+
+        Adapters of models that take a second, independent batch (the prompts of a CLIP call) name it here.
+        """
+        return ()
+
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BoundCall:
         """Locate the acted tensors of one call."""
+        unbatched = self.unbatched_arguments()
+        if unbatched:  # name the positional arguments, so the unbatched ones can be told apart
+            kwargs = {**dict(zip(self._params, args)), **kwargs}
+            args = ()
         selectors = self.input or self.default_input(args, kwargs)
         locations = [self._locate(s, args, kwargs) for s in selectors]
-        call = BoundCall(self.model, args, kwargs, locations)
+        call = BoundCall(self.model, args, kwargs, locations, unbatched=unbatched)
         for selector, value in zip(selectors, call.acted):
             if not isinstance(value, (Tensor, TextBatch)) or value.ndim == 0:
                 raise InputLayoutError(

@@ -42,14 +42,9 @@ class OpenCLIPAdapter(Adapter):
             return ("image",)
         return super().default_input(args, kwargs)
 
-    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BoundCall:
-        if not is_open_clip_model(self.model):
-            return super().bind(args, kwargs)
-        named = dict(zip(self._params, args))  # forward(image, text): name both
-        named.update(kwargs)
-        call = super().bind((), named)
-        call.unbatched = ("text",)  # the prompts go unchanged to every chunk, never gathered by image row
-        return call
+    def unbatched_arguments(self) -> tuple[str, ...]:
+        # model(image, text): the prompts go unchanged to every chunk, never gathered by image row
+        return ("text",) if is_open_clip_model(self.model) else ()
 
     def selected_leaves(self, spec: TreeSpec, leaves: list[Any], rows: int) -> list[int]:
         if self.select is None and is_open_clip_model(self.model):

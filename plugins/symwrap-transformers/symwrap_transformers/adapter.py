@@ -58,15 +58,9 @@ class TransformersAdapter(Adapter):
             return ("pixel_values",)
         return super().default_input(args, kwargs)
 
-    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BoundCall:
-        if not _is_clip_like(self.model):
-            return super().bind(args, kwargs)
-        # name the positional arguments so the text side can be told apart from the images
-        named = dict(zip(self._params, args))
-        named.update(kwargs)
-        call = super().bind((), named)
-        call.unbatched = _CLIP_TEXT_ARGS  # the text side goes unchanged to every chunk, never gathered by image row
-        return call
+    def unbatched_arguments(self) -> tuple[str, ...]:
+        # CLIPModel: the text side goes unchanged to every chunk, never gathered by image row
+        return _CLIP_TEXT_ARGS if _is_clip_like(self.model) else ()
 
     def selected_leaves(self, spec: TreeSpec, leaves: list[Any], rows: int) -> list[int]:
         if self.select is None and _is_clip_like(self.model):
