@@ -26,7 +26,7 @@ from symwrap.chunking import ChunkTuner
 from symwrap.groups.base import Group
 from symwrap.methods.base import Method, Plan
 from symwrap.nested import TreeSpec, tree_flatten, tree_unflatten
-from symwrap.reduce import OrbitReducer
+from symwrap.reduce import OrbitReducer, reduce_whole_orbit
 
 __all__ = ["ChunkSize", "OrbitEngine", "SymmetrizedOutput"]
 
@@ -159,14 +159,18 @@ class OrbitEngine:
         reducer = OrbitReducer(call.batch_size, plan.weights, reduce, class_dim, second_moment)
         first: _Chunk | None = None
         selected: list[int] = []
+        whole: list[Tensor] | None = None
         for chunk in self._chunks(call, group, input_action, plan):
             if first is None:
                 first = chunk
                 selected = adapter.selected_leaves(chunk.spec, chunk.leaves, chunk.src.shape[0])
             values = self._pulled_back(chunk, selected, group, output_action)
+            if not second_moment and chunk.src.shape[0] == plan.weights.numel():  # the whole orbit in one forward
+                whole = reduce_whole_orbit(values, plan.weights, reduce, class_dim)
+                continue
             reducer.update(chunk.src, chunk.slot, values)
         assert first is not None
-        output = _assemble(first, selected, reducer.result())
+        output = _assemble(first, selected, reducer.result() if whole is None else whole)
         if not second_moment:
             return output
         stderr = [(v / plan.copies).sqrt() for v in reducer.variance()]
@@ -243,13 +247,10 @@ class OrbitEngine:
         orbit = self._collect(call, adapter, group, input_action, output_action, plan, forward)
         reweighing = method.reweigh(plan, orbit.values, orbit.features, class_dim)
         batch, copies = plan.elements.shape[:2]
-        src, slot = self._row_map(batch, copies, plan.elements.device)
         flat = [v.reshape(batch * copies, *v.shape[2:]) for v in orbit.values]
 
         def reduced(weights: Tensor) -> list[Tensor]:
-            reducer = OrbitReducer(batch, weights, reduce, class_dim)
-            reducer.update(src, slot, flat)
-            return reducer.result()
+            return reduce_whole_orbit(flat, weights, reduce, class_dim)
 
         result = reduced(reweighing.weights)
         if reweighing.gradient_weights is not None:  # straight-through: value of `weights`, gradient of the other

@@ -1,0 +1,376 @@
+"""The performance suite: every symwrap method against the |G|-forward limit, on CPU or CUDA.
+
+For each model, precision (float32, bfloat16 / float16 autocast), compile setting and batch size B, one cell
+times side by side, in interleaved rounds (each round runs every strategy once, the order rotated from round to
+round, so drift and background load hit all alike; medians are reported):
+
+* ``limit_stack``  one plain forward on the |G|·B copies, made beforehand (no transform cost),
+* ``limit_loop``   |G| plain forwards of B rows each, on copies made beforehand,
+* ``loop``         the straightforward per-element loop: transform, forward, accumulate (as ttach does),
+* ``stacked``      every copy concatenated into one forward, then the mean (as the papers' CLIP code does),
+* ``plain``        one plain forward of B rows (the reference for canonicalization),
+* symwrap ``group_averaging``, ``equizero``, ``lambda_equitune``, ``frame_averaging`` (|G| passes each; ``o3``
+  frames for the point-cloud model) and ``canonicalization`` (one pass plus the canonicalizer).
+
+The limit is min(limit_stack, limit_loop). Ratios: each |G|-pass method ÷ limit (CPU target ≤ 1.10, GPU ≤ 1.05 for
+B ≥ 8) and canonicalization ÷ plain (target ≤ 1.3). symwrap runs with the default ``chunk_size="auto"``, tuned by
+an untimed first call (its time is reported as ``first call``).
+
+    python benchmarks/bench_suite.py --quick                               # smoke run, small models
+    python benchmarks/bench_suite.py --models resnet50,vit_b16 --batches 1,8 --json bench-results/suite.json
+    python benchmarks/bench_suite.py --device cuda --precisions fp32,bf16,fp16 --compile off,on
+
+``--compile on`` compiles the base model in place (``nn.Module.compile``) for every strategy alike, so the ratio
+shows what symwrap adds on top of a compiled model. Models: ``digits_cnn`` (symwrap's shipped digits CNN, 8×8),
+``point_mlp`` (a PointNet-like MLP on 1024 points, ``o3``), ``resnet50`` and ``vit_b16`` (timm, random init, 224²),
+``clip_b32`` (open_clip ViT-B-32 image tower, random init, 224²). Image models use ``d4`` (|G| = 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import symwrap
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_chunking import d4_copies, keep_freed_memory, machine_info  # the same D4 copies, allocator, machine
+from bench_frames import PointNetLike
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PASS_METHODS = ("group_averaging", "equizero", "lambda_equitune", "frame_averaging")
+TARGET_CPU = 1.10
+TARGET_GPU = 1.05
+CANON_TARGET = 1.3
+
+
+# ---------------------------------------------------------------------------------------------- models
+@dataclass
+class Subject:
+    """A benchmark model: how to build it, its inputs, its group, how to make the orbit copies naively."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    make_input: Callable[[int, torch.device], Tensor]
+    group: str
+    methods: dict[str, dict[str, Any]]  # method name -> wrap() options
+    copies: Callable[[Tensor], list[Tensor]]  # the |G| (or frame) copies of a batch, each (B, ...)
+
+
+def _timm(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
+
+        return timm.create_model(name, pretrained=False)
+
+    return build
+
+
+def _clip_image_tower() -> nn.Module:
+    import open_clip
+
+    return open_clip.create_model("ViT-B-32", pretrained=None).visual
+
+
+def _digits_cnn() -> nn.Module:
+    from symwrap.evaluation.digits import DigitsCNN
+
+    return DigitsCNN()
+
+
+def _images(channels: int, size: int) -> Callable[[int, torch.device], Tensor]:
+    return lambda batch, device: torch.randn(batch, channels, size, size, device=device)
+
+
+def _clouds(batch: int, device: torch.device) -> Tensor:
+    # anisotropic clouds: distinct principal axes, so the PCA frame has exactly 8 elements
+    return torch.randn(batch, 1024, 3, device=device) * torch.tensor([3.0, 2.0, 1.0], device=device)
+
+
+def pca_sign_copies(x: Tensor) -> list[Tensor]:
+    """The 8 O(3) frame copies of clouds ``x`` ``(B, N, 3)`` the naive way: centre, PCA, every sign pattern."""
+    centred = x - x.mean(dim=1, keepdim=True)
+    _, vectors = torch.linalg.eigh(centred.transpose(1, 2) @ centred)  # (B, 3, 3), batched
+    copies = []
+    for signs in torch.cartesian_prod(*[torch.tensor([1.0, -1.0], device=x.device)] * 3):
+        copies.append(centred @ (vectors * signs))
+    return copies
+
+
+def _image_methods(features: str | None, channels: int) -> dict[str, dict[str, Any]]:
+    lam: dict[str, Any] = {"features": features} if features else {}
+    return {
+        "group_averaging": {},
+        "equizero": {},
+        "lambda_equitune": lam,
+        "frame_averaging": {},  # on a finite group the frame is the whole group
+        "canonicalization": {"in_channels": channels},
+    }
+
+
+def subjects() -> dict[str, Subject]:
+    """The suite's models by name."""
+    return {
+        "digits_cnn": Subject("digits_cnn", _digits_cnn, _images(1, 8), "d4", _image_methods("features", 1), d4_copies),
+        "point_mlp": Subject(
+            "point_mlp",
+            PointNetLike,
+            _clouds,
+            "o3",
+            {"frame_averaging": {}, "canonicalization": {}},
+            pca_sign_copies,
+        ),
+        "resnet50": Subject("resnet50", _timm("resnet50"), _images(3, 224), "d4", _image_methods(None, 3), d4_copies),
+        "vit_b16": Subject(
+            "vit_b16", _timm("vit_base_patch16_224"), _images(3, 224), "d4", _image_methods(None, 3), d4_copies
+        ),
+        "clip_b32": Subject(
+            "clip_b32", _clip_image_tower, _images(3, 224), "d4", _image_methods("ln_post", 3), d4_copies
+        ),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- strategies
+def mean_of(outputs: list[Tensor]) -> Tensor:
+    return torch.stack([o.float() for o in outputs]).mean(0)
+
+
+def strategies(subject: Subject, model: nn.Module, x: Tensor) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
+    """Every strategy of one cell as a zero-argument callable, and the symwrap models (for their chunk choice)."""
+    copies = [c.contiguous() for c in subject.copies(x)]
+    stack = torch.cat(copies)
+    fns: dict[str, Callable[[], Any]] = {
+        "plain": lambda: model(x),
+        "limit_stack": lambda: model(stack),
+        "limit_loop": lambda: [model(c) for c in copies],
+        "loop": lambda: mean_of([model(c) for c in subject.copies(x)]),
+        "stacked": lambda: model(torch.cat(subject.copies(x))).reshape(len(copies), x.shape[0], -1).float().mean(0),
+    }
+    wrapped: dict[str, Any] = {}
+    for method, options in subject.methods.items():
+        torch.manual_seed(0)
+        w = symwrap.wrap(model, subject.group, method, **options).eval()
+        wrapped[method] = w
+        fns[method] = lambda w=w: w(x)
+    return fns, wrapped
+
+
+def _chunk_choice(w: Any) -> int | None:
+    cache = getattr(w.engine.tuner, "cache", {})
+    return next(iter(cache.values())) if len(cache) == 1 else None
+
+
+@contextlib.contextmanager
+def autocast(precision: str, device: torch.device) -> Iterator[None]:
+    if precision == "fp32":
+        yield
+        return
+    with torch.autocast(device.type, dtype=PRECISIONS[precision]):
+        yield
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+@dataclass
+class Cell:
+    """One (model, precision, compile, B) measurement: median seconds per strategy and the ratios."""
+
+    model: str
+    precision: str
+    compiled: bool
+    batch: int
+    group: str
+    copies: int
+    rounds: int = 0
+    median_s: dict[str, float] = field(default_factory=dict)
+    spread_s: dict[str, tuple[float, float]] = field(default_factory=dict)
+    first_call_s: dict[str, float] = field(default_factory=dict)
+    chunk: dict[str, int | None] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def run_cell(
+    subject: Subject,
+    model: nn.Module,
+    batch: int,
+    precision: str,
+    compiled: bool,
+    device: torch.device,
+    max_rounds: int,
+    min_rounds: int,
+    budget_s: float,
+) -> Cell:
+    torch.manual_seed(1)
+    x = subject.make_input(batch, device)
+    cell = Cell(subject.name, precision, compiled, batch, subject.group, len(subject.copies(x[:1])))
+    fns, wrapped = strategies(subject, model, x)
+    with torch.no_grad(), autocast(precision, device):
+        for name in list(fns):  # first calls: compile, the chunk tuner's measurement, allocator warm-up
+            try:
+                cell.first_call_s[name] = timed(fns[name], device)
+                if name in wrapped:
+                    timed(fns[name], device)  # one more warm call: the tuned chunk's own first run
+            except Exception as exc:
+                cell.errors[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+                traceback.print_exc(limit=2, file=sys.stderr)
+                del fns[name]
+        for name, w in wrapped.items():
+            cell.chunk[name] = _chunk_choice(w)
+        per_round = sum(timed(fn, device) for fn in fns.values())  # one round, also a warm-up
+        rounds = int(max(min_rounds, min(max_rounds, budget_s // max(per_round, 1e-9))))
+        samples: dict[str, list[float]] = {n: [] for n in fns}
+        names = list(fns)
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                samples[name].append(timed(fns[name], device))
+    cell.rounds = rounds
+    cell.median_s = {n: statistics.median(s) for n, s in samples.items()}
+    cell.spread_s = {n: (min(s), max(s)) for n, s in samples.items()}
+    med = cell.median_s
+    if "limit_stack" in med and "limit_loop" in med:
+        limit = min(med["limit_stack"], med["limit_loop"])
+        for name in (*PASS_METHODS, "loop", "stacked"):
+            if name in med:
+                cell.ratios[name] = med[name] / limit
+    if "canonicalization" in med and "plain" in med:
+        cell.ratios["canonicalization"] = med["canonicalization"] / med["plain"]
+    return cell
+
+
+# ---------------------------------------------------------------------------------------------- output
+COLUMNS = ("limit", "loop", "stacked", *PASS_METHODS, "canonicalization")
+
+
+def print_cell(cell: Cell, target: float) -> None:
+    med = cell.median_s
+    limit = min(med.get("limit_stack", float("inf")), med.get("limit_loop", float("inf")))
+    which = "stack" if med.get("limit_stack", float("inf")) <= med.get("limit_loop", float("inf")) else "loop"
+    parts = [
+        f"{cell.model:<10} {cell.precision:<4} {'yes' if cell.compiled else 'no':<4} {cell.batch:>3} {cell.rounds:>3}"
+    ]
+    parts.append(f"{limit * 1e3:>9.1f} ({which:<5})")
+    for name in COLUMNS[1:]:
+        if name in cell.ratios:
+            mark = ""
+            if name in PASS_METHODS and cell.ratios[name] > target:
+                mark = "!"
+            if name == "canonicalization" and cell.ratios[name] > CANON_TARGET:
+                mark = "!"
+            chunk = cell.chunk.get(name)
+            parts.append(f"{cell.ratios[name]:>6.2f}{mark:<1}{'' if chunk is None else f'/{chunk}':<5}")
+        elif name in cell.errors:
+            parts.append(f"{'error':>12}")
+        else:
+            parts.append(f"{'-':>12}")
+    print(" ".join(parts), flush=True)
+
+
+def print_header() -> None:
+    head = f"{'model':<10} {'prec':<4} {'comp':<4} {'B':>3} {'n':>3} {'limit ms':>17}"
+    names = ["loop", "stacked", "GA", "equizero", "λ-equi", "FA", "canon"]
+    print(head + " " + " ".join(f"{n:>12}" for n in names))
+    print(
+        "(limit = min(one forward of |G|·B rows, |G| forwards of B rows) in ms, and which; other columns: ratio to the "
+        "limit [canon: to one plain forward] / rows per chunk chosen by chunk_size='auto'; ! = over target)"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--models", default="digits_cnn,point_mlp,resnet50,vit_b16,clip_b32")
+    p.add_argument("--batches", default="1,8,64")
+    p.add_argument("--precisions", default="fp32,bf16,fp16")
+    p.add_argument("--compile", default="off", help="comma list of off,on (on: nn.Module.compile on the base model)")
+    p.add_argument("--rounds", type=int, default=7, help="at most this many timed rounds per cell")
+    p.add_argument("--min-rounds", type=int, default=3)
+    p.add_argument("--budget-s", type=float, default=60.0, help="timed seconds per cell (rounds shrink to fit)")
+    p.add_argument("--quick", action="store_true", help="smoke run: digits_cnn and point_mlp, B=1,8, fp32")
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's allocator as is (by default it is told to keep freed memory, see bench_chunking.py)",
+    )
+    p.add_argument("--json", type=Path, default=None, help="write the cells and machine info to this JSON file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.quick:
+        args.models, args.batches, args.precisions, args.rounds, args.budget_s = (
+            "digits_cnn,point_mlp",
+            "1,8",
+            "fp32",
+            3,
+            5,
+        )
+    device = torch.device(args.device)
+    target = TARGET_GPU if device.type == "cuda" else TARGET_CPU
+    info = machine_info(device)
+    info["malloc_keep"] = False if args.default_malloc or device.type != "cpu" else keep_freed_memory()
+    print(
+        f"symwrap {info['symwrap']}, torch {info['torch']}, {info['device_name']} ({device}), "
+        f"{info['cpu_count']} CPUs, {info['torch_threads']} torch threads, "
+        f"glibc keeps freed memory: {info['malloc_keep']}; "
+        f"target ratio ≤ {target:.2f} (|G|-pass methods), canon ≤ {CANON_TARGET}"
+    )
+    print_header()
+    table = subjects()
+    cells: list[Cell] = []
+    started = time.perf_counter()
+    for name in args.models.split(","):
+        subject = table[name]
+        for compiled in [c == "on" for c in args.compile.split(",")]:
+            torch.manual_seed(0)
+            model = subject.build().eval().to(device)
+            if compiled:
+                torch._dynamo.reset()
+                model.compile()
+            for precision in args.precisions.split(","):
+                for batch in (int(b) for b in args.batches.split(",")):
+                    cell = run_cell(
+                        subject, model, batch, precision, compiled, device, args.rounds, args.min_rounds, args.budget_s
+                    )
+                    cells.append(cell)
+                    print_cell(cell, target)
+                    if args.json:
+                        _write(args.json, info, cells, time.perf_counter() - started)
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _write(path: Path, info: dict[str, Any], cells: list[Cell], seconds: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": info, "seconds": seconds, "cells": [asdict(c) for c in cells]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
