@@ -81,6 +81,10 @@ class ImageAction(Action):
         if elements.shape[1:] == (2,):
             return _gather_pixels(x, src, _shift_index(elements, x.shape[-2], x.shape[-1], group))
         h, w = x.shape[-2:]
+        if torch.compiler.is_compiling() and group.exact and group.is_finite:
+            # Under torch.compile the caches below (torch.equal, torch.unique, .tolist()) would break the graph;
+            # an exact finite planar group holds only signed permutation matrices, so the index is traceable.
+            return _gather_pixels(x, src, _signed_permutation_index(elements, h, w))
         key = (tuple(elements.shape), h, w, elements.device, elements.dtype)
         recent = self._recent.get(key)
         if recent is not None and torch.equal(recent[0], elements):
@@ -150,6 +154,21 @@ def _matrix_source_index(a: Tensor, h: int, w: int) -> Tensor:
     p = q @ a  # row vectors: (Aᵀ q)ᵀ = qᵀ A
     i = torch.round(p[:, 0] + (h - 1) / 2).long()  # quarter turns only reach here for square images
     j = torch.round(p[:, 1] + (w - 1) / 2).long()
+    return i * w + j
+
+
+def _signed_permutation_index(matrices: Tensor, h: int, w: int) -> Tensor:
+    """Flat source index ``(R, H·W)`` of each output pixel for signed permutation matrices ``(R, 2, 2)``.
+
+    The batched, data-independent form of :func:`_matrix_source_index` (no caches, no host sync), used while
+    ``torch.compile`` traces: one small matmul of the centred pixel grid, fused into the compiled graph.
+    """
+    rows = torch.arange(h, dtype=torch.float32, device=matrices.device) - (h - 1) / 2
+    cols = torch.arange(w, dtype=torch.float32, device=matrices.device) - (w - 1) / 2
+    q = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)  # (H·W, 2)
+    p = q @ matrices.to(torch.float32).round()  # (R, H·W, 2): row vectors qᵀ A, as in _matrix_source_index
+    i = torch.round(p[..., 0] + (h - 1) / 2).long()
+    j = torch.round(p[..., 1] + (w - 1) / 2).long()
     return i * w + j
 
 
