@@ -81,10 +81,13 @@ class ImageAction(Action):
         if elements.shape[1:] == (2,):
             return _gather_pixels(x, src, _shift_index(elements, x.shape[-2], x.shape[-1], group))
         h, w = x.shape[-2:]
-        if torch.compiler.is_compiling() and group.exact and group.is_finite:
-            # Under torch.compile the caches below (torch.equal, torch.unique, .tolist()) would break the graph;
-            # an exact finite planar group holds only signed permutation matrices, so the index is traceable.
-            return _gather_pixels(x, src, _signed_permutation_index(elements, h, w))
+        if torch.compiler.is_compiling():
+            # Under torch.compile the caches and the integer test below (torch.equal, torch.unique, .tolist(),
+            # bool(...)) would break the graph, so the group decides statically: an exact finite planar group holds
+            # only signed permutation matrices (a traceable gather), any other is interpolated.
+            if group.exact and group.is_finite:
+                return _gather_pixels(x, src, _signed_permutation_index(elements, h, w))
+            return self._resample(x, src, elements)
         key = (tuple(elements.shape), h, w, elements.device, elements.dtype)
         recent = self._recent.get(key)
         if recent is not None and torch.equal(recent[0], elements):
