@@ -36,7 +36,7 @@ def _relative_error(y: Tensor, reference: Tensor) -> float:
 
 
 def _image_model(method: str) -> nn.Module:
-    return symwrap.wrap(SmallCNN().eval(), "d4", method, **IMAGE_METHODS[method])
+    return symwrap.wrap(SmallCNN().eval(), "d4", method, chunk_size=None, **IMAGE_METHODS[method])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -55,7 +55,7 @@ def test_autocast_matches_float32_images(method: str, dtype: torch.dtype, images
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("method", ["frame_averaging", "canonicalization"])
 def test_autocast_matches_float32_point_clouds(method: str, dtype: torch.dtype) -> None:
-    model = symwrap.wrap(PointMLP().eval(), "o3", method)
+    model = symwrap.wrap(PointMLP().eval(), "o3", method, chunk_size=None)
     clouds = torch.randn(32, 6, 3)
     with torch.no_grad():
         reference = model(clouds)
@@ -76,7 +76,7 @@ def test_invariance_under_autocast_is_exact(method: str, dtype: torch.dtype, ima
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_equivariance_under_autocast_is_exact(dtype: torch.dtype, images: Tensor) -> None:
-    model = symwrap.wrap(DenseCNN().eval(), "d4", output="equivariant")
+    model = symwrap.wrap(DenseCNN().eval(), "d4", output="equivariant", chunk_size=None)
     with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
         out = model(images)
         turned = model(torch.rot90(images, 1, dims=(-2, -1)))
@@ -118,7 +118,7 @@ def test_symwrap_arithmetic_runs_outside_autocast(images: Tensor) -> None:
         seen["proxy_float32"] = outputs.float().dtype == torch.float32
         return -outputs.amax(dim=-1)
 
-    model = symwrap.wrap(SmallCNN().eval(), "rot90", "equizero", proxy=proxy)
+    model = symwrap.wrap(SmallCNN().eval(), "rot90", "equizero", proxy=proxy, chunk_size=None)
     base_forward = model.base_model.forward
 
     def forward(x: Tensor) -> Tensor:
@@ -140,7 +140,9 @@ def test_symwrap_arithmetic_runs_outside_autocast(images: Tensor) -> None:
 
 
 def test_lambda_net_runs_in_float32(images: Tensor) -> None:
-    model = symwrap.wrap(SmallCNN().eval(), "rot90", "lambda_equitune", features="features", feature_dim=8)
+    model = symwrap.wrap(
+        SmallCNN().eval(), "rot90", "lambda_equitune", features="features", feature_dim=8, chunk_size=None
+    )
     dtypes: list[torch.dtype] = []
     model.method.lambda_net.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):

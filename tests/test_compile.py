@@ -84,8 +84,9 @@ def test_selection_methods_have_no_graph_breaks(method: str, group: str, options
     _compiled_matches_eager(model, images)
 
 
-def test_monte_carlo_seeded_has_no_graph_breaks(images: Tensor) -> None:
-    model = symwrap.wrap(SmallCNN().eval(), "d4", "monte_carlo", samples=4, seed=0)
+@pytest.mark.parametrize("group", ["d4", "so2"])  # so2: interpolated rotations
+def test_monte_carlo_seeded_has_no_graph_breaks(group: str, images: Tensor) -> None:
+    model = symwrap.wrap(SmallCNN().eval(), group, "monte_carlo", samples=4, seed=0)
     assert _breaks(model, images) == 0
     _compiled_matches_eager(model, images)
 
