@@ -49,6 +49,12 @@ def test_group_averaging_invariant_has_no_graph_breaks(group: str, images: Tenso
     _compiled_matches_eager(model, images)
 
 
+def test_shift_group_has_no_graph_breaks(images: Tensor) -> None:
+    model = symwrap.wrap(SmallCNN().eval(), "shift", group_options={"stride": 8})
+    assert _breaks(model, images) == 0
+    _compiled_matches_eager(model, images)
+
+
 def test_group_averaging_equivariant_has_no_graph_breaks(images: Tensor) -> None:
     model = symwrap.wrap(DenseCNN().eval(), "d4", output="equivariant")
     assert _breaks(model, images) == 0

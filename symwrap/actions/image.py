@@ -178,7 +178,10 @@ def _signed_permutation_index(matrices: Tensor, h: int, w: int) -> Tensor:
 def _shift_index(shifts: Tensor, h: int, w: int, group: Group) -> Tensor:
     """Flat source index ``(R, H·W)`` of each output pixel for shift codes ``(R, 2)``."""
     gh, gw = getattr(group, "height", None) or h, getattr(group, "width", None) or w
-    if (h * shifts[:, 0] % gh).any() or (w * shifts[:, 1] % gw).any():
+    # On the group's own size every shift is a whole pixel: only a map of another size needs the (data-dependent,
+    # graph-breaking under torch.compile) check.
+    resized = (h, w) != (gh, gw)
+    if resized and bool((h * shifts[:, 0] % gh).any() or (w * shifts[:, 1] % gw).any()):
         raise ValueError(
             f"cannot move a {h}×{w} map by shifts defined on {gh}×{gw} images: the scaled shift is not a whole "
             "pixel. Use a shift stride that the size ratio divides."
