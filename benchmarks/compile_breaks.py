@@ -5,7 +5,9 @@ For each model (random init, nothing downloaded) this traces the plain model and
 and breaks, then every break with where it happened: ``symwrap`` (``symwrap/`` or ``plugins/``) or ``backbone``
 (the model's library, torch). Usage::
 
-    python benchmarks/compile_breaks.py [--models timm hf open_clip] [--group d4]
+    python benchmarks/compile_breaks.py [--models timm hf open_clip] [--group d4] [--core]
+
+``--core`` adds a table of every built-in method on a small CNN / point MLP.
 """
 
 from __future__ import annotations
@@ -121,10 +123,54 @@ MODELS: dict[str, tuple[str, Callable[[], tuple[nn.Module, torch.Tensor]]]] = {
 }
 
 
+class _SmallCNN(nn.Module):
+    """A small non-invariant classifier for ``(B, 3, 16, 16)`` images (the core methods' table)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1))
+        self.head = nn.Linear(8 * 8 * 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.features(x)).flatten(1))
+
+
+def core_cases() -> list[tuple[str, nn.Module, torch.Tensor]]:
+    """Every built-in method on a small CNN (images) or point MLP (clouds), wrapped."""
+    images, clouds = torch.randn(2, 3, 16, 16), torch.randn(2, 6, 3)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(18, 32), nn.Tanh(), nn.Linear(32, 4)).eval()
+    cnn = _SmallCNN().eval()
+    return [
+        ("group_averaging, d4", symwrap.wrap(cnn, "d4"), images),
+        ("group_averaging, c8 (interpolated)", symwrap.wrap(cnn, "c8"), images),
+        ("group_averaging, shift stride 8", symwrap.wrap(cnn, "shift", group_options={"stride": 8}), images),
+        ("monte_carlo, so2, seeded", symwrap.wrap(cnn, "so2", "monte_carlo", samples=4, seed=0), images),
+        ("monte_carlo, d4, unseeded", symwrap.wrap(cnn, "d4", "monte_carlo", samples=4), images),
+        ("equizero, d4", symwrap.wrap(cnn, "d4", "equizero"), images),
+        ("lambda_equitune, d4, features=", symwrap.wrap(cnn, "d4", "lambda_equitune", features="features"), images),
+        ("canonicalization, rot90, learned", symwrap.wrap(cnn, "rot90", "canonicalization"), images),
+        ("frame_averaging, o3 (PCA frames)", symwrap.wrap(mlp, "o3", "frame_averaging"), clouds),
+        ("canonicalization, o3 (PCA)", symwrap.wrap(mlp, "o3", "canonicalization"), clouds),
+    ]
+
+
+def core_table() -> None:
+    """Graph breaks of every built-in method (chunk size tuned first), with where each break happens."""
+    print("\n| core method, group | graphs | breaks | where |")
+    print("|---|---|---|---|")
+    for title, wrapped, x in core_cases():
+        with torch.no_grad():
+            wrapped(x)  # tunes the chunk size
+        graphs, breaks, found = explain(wrapped, x)
+        where = "; ".join(f"{b.location} ({b.reason})" for b in found) or "-"
+        print(f"| {title} | {graphs} | {breaks} | {where} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--group", default="d4")
+    parser.add_argument("--core", action="store_true", help="also list every built-in method on small models")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, group {args.group!r}, method group_averaging, chunk size tuned before tracing")
@@ -148,6 +194,8 @@ def main() -> None:
             print(f"\n{title}:")
             for b in found:
                 print(f"  [{b.owner}] {b.location}: {b.reason}")
+    if args.core:
+        core_table()
 
 
 if __name__ == "__main__":
