@@ -59,6 +59,10 @@ class ChunkTuner:
         self.timings: dict[Hashable, dict[int, float]] = {}
         self.pruned: dict[Hashable, list[int]] = {}
 
+    def cached(self, key: Hashable) -> int | None:
+        """The chunk size already chosen for ``key``, or ``None`` (a plain lookup that ``torch.compile`` traces)."""
+        return self.cache.get(key)
+
     def choose(
         self,
         key: Hashable,

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from symwrap.actions.base import Action
 from symwrap.adapters.base import Adapter, BoundCall
+from symwrap.autocast import at_least_float32
 from symwrap.chunking import ChunkTuner
 from symwrap.groups.base import Group
 from symwrap.methods.base import Method, Plan
@@ -98,7 +99,11 @@ class OrbitEngine:
             call.call(acted, rows_src)
 
         key = (tuple((tuple(x.shape), x.dtype, x.device) for x in call.acted), copies, type(group).__name__)
-        return self.tuner.choose(key, rows, batch, copies, measure, call.acted[0].device)
+        chosen = self.tuner.cached(key)  # a dict lookup: traceable, so tuned compiled calls have no graph break
+        if chosen is not None:
+            return chosen
+        # Timing forwards is meaningless inside a traced graph: the measurement runs eagerly, outside it.
+        return _tune_eagerly(self.tuner, key, rows, batch, copies, measure, call.acted[0].device)
 
     def _chunks(
         self, call: BoundCall, group: Group, action: Action, plan: Plan, forward: RowsForward | None = None
@@ -117,7 +122,8 @@ class OrbitEngine:
             if forward is None:
                 out = call.call(acted, src)
             else:
-                features, out = forward(acted, src)
+                with call.autocast.model_precision():  # a features forward: the caller's precision
+                    features, out = forward(acted, src)
             leaves, spec = tree_flatten(out)
             yield _Chunk(src, slot_all[start : start + per_chunk], elements, leaves, spec, features)
 
@@ -268,8 +274,15 @@ class OrbitEngine:
         pulled = []
         for value in values:
             output_action.check(value, group, output=True)
+            value = at_least_float32(value)  # a float16/bfloat16 output: pull back in float32 (matrix actions)
             pulled.append(output_action.apply(value, rows.to(value.device), inverse, group))
         return pulled
+
+
+@torch.compiler.disable
+def _tune_eagerly(tuner: ChunkTuner, *args: Any) -> int:
+    """``tuner.choose(*args)`` run eagerly: a compiled call breaks its graph here once, until the size is tuned."""
+    return tuner.choose(*args)
 
 
 def _assemble(first: _Chunk, selected: list[int], reduced: list[Tensor]) -> Any:

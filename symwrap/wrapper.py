@@ -175,27 +175,31 @@ class SymmetrizedModel(nn.Module):
         """Call the base model on the planned copies of the input and combine the outputs.
 
         Takes exactly the base model's arguments; returns its output type (``SymmetrizedOutput`` when
-        the method reports standard errors).
+        the method reports standard errors). Under ``torch.autocast`` the base model's forwards run in the
+        autocast dtype and the combined outputs are float32 (see :mod:`symwrap.autocast`).
         """
         if not self._symmetrize:
             return self.base_model(*args, **kwargs)
         call = self.adapter.bind(args, kwargs)
-        group = self._group_for(call.acted[0].shape)
-        for x in call.acted:
-            self.input_action.check(x, group)
-        plan = self.method.plan_for_call(call, group)
-        return self.engine.run(
-            call,
-            self.adapter,
-            group,
-            self.input_action,
-            self.output_action,
-            plan,
-            reduce=self.config.reduce,
-            class_dim=self.config.class_dim,
-            second_moment=self.method.wants_second_moment,
-            method=self.method,
-        )
+        # Under torch.autocast only the base model's forwards run in low precision (BoundCall restores the
+        # caller's autocast around them); the plan, the actions, reweighing and the reduction run in float32.
+        with call.autocast.full_precision():
+            group = self._group_for(call.acted[0].shape)
+            for x in call.acted:
+                self.input_action.check(x, group)
+            plan = self.method.plan_for_call(call, group)
+            return self.engine.run(
+                call,
+                self.adapter,
+                group,
+                self.input_action,
+                self.output_action,
+                plan,
+                reduce=self.config.reduce,
+                class_dim=self.config.class_dim,
+                second_moment=self.method.wants_second_moment,
+                method=self.method,
+            )
 
     def _group_for(self, shape: tuple[int, ...]) -> Group:
         key = tuple(shape[1:])

@@ -81,6 +81,13 @@ class ImageAction(Action):
         if elements.shape[1:] == (2,):
             return _gather_pixels(x, src, _shift_index(elements, x.shape[-2], x.shape[-1], group))
         h, w = x.shape[-2:]
+        if torch.compiler.is_compiling():
+            # Under torch.compile the caches and the integer test below (torch.equal, torch.unique, .tolist(),
+            # bool(...)) would break the graph, so the group decides statically: an exact finite planar group holds
+            # only signed permutation matrices (a traceable gather), any other is interpolated.
+            if group.exact and group.is_finite:
+                return _gather_pixels(x, src, _signed_permutation_index(elements, h, w))
+            return self._resample(x, src, elements)
         key = (tuple(elements.shape), h, w, elements.device, elements.dtype)
         recent = self._recent.get(key)
         if recent is not None and torch.equal(recent[0], elements):
@@ -153,10 +160,28 @@ def _matrix_source_index(a: Tensor, h: int, w: int) -> Tensor:
     return i * w + j
 
 
+def _signed_permutation_index(matrices: Tensor, h: int, w: int) -> Tensor:
+    """Flat source index ``(R, H·W)`` of each output pixel for signed permutation matrices ``(R, 2, 2)``.
+
+    The batched, data-independent form of :func:`_matrix_source_index` (no caches, no host sync), used while
+    ``torch.compile`` traces: one small matmul of the centred pixel grid, fused into the compiled graph.
+    """
+    rows = torch.arange(h, dtype=torch.float32, device=matrices.device) - (h - 1) / 2
+    cols = torch.arange(w, dtype=torch.float32, device=matrices.device) - (w - 1) / 2
+    q = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)  # (H·W, 2)
+    p = q @ matrices.to(torch.float32).round()  # (R, H·W, 2): row vectors qᵀ A, as in _matrix_source_index
+    i = torch.round(p[..., 0] + (h - 1) / 2).long()
+    j = torch.round(p[..., 1] + (w - 1) / 2).long()
+    return i * w + j
+
+
 def _shift_index(shifts: Tensor, h: int, w: int, group: Group) -> Tensor:
     """Flat source index ``(R, H·W)`` of each output pixel for shift codes ``(R, 2)``."""
     gh, gw = getattr(group, "height", None) or h, getattr(group, "width", None) or w
-    if (h * shifts[:, 0] % gh).any() or (w * shifts[:, 1] % gw).any():
+    # On the group's own size every shift is a whole pixel: only a map of another size needs the (data-dependent,
+    # graph-breaking under torch.compile) check.
+    resized = (h, w) != (gh, gw)
+    if resized and bool((h * shifts[:, 0] % gh).any() or (w * shifts[:, 1] % gw).any()):
         raise ValueError(
             f"cannot move a {h}×{w} map by shifts defined on {gh}×{gw} images: the scaled shift is not a whole "
             "pixel. Use a shift stride that the size ratio divides."

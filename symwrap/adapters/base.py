@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from symwrap.actions.text import TextBatch, is_text
+from symwrap.autocast import AutocastState
 from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
 from symwrap.nested import TreeSpec, tree_map
 
@@ -39,6 +40,7 @@ class BoundCall:
     Attributes:
         acted: The tensors the group acts on, each ``(B, ...)``; the first defines ``B``.
         batch_size: ``B``.
+        autocast: The caller's :class:`~symwrap.autocast.AutocastState` when the call was bound.
         unbatched: Names of keyword arguments passed unchanged to every chunk, never gathered by row even when
             their first dim happens to equal ``B`` (the text side of a CLIP call: as many prompts as images).
     """
@@ -56,6 +58,8 @@ class BoundCall:
         # raw text (a list of strings) is carried as a TextBatch, which has a tensor's shape[0] and device
         self.acted: list[Tensor] = [_as_acted(self._get(loc)) for loc in locations]
         self.batch_size = int(self.acted[0].shape[0])
+        # The caller's autocast: the model's forwards run under it, symwrap's own arithmetic in float32.
+        self.autocast = AutocastState.capture(self.acted[0].device)
 
     def _get(self, loc: tuple) -> Any:
         return self.args[loc[1]] if loc[0] == "arg" else self.kwargs[loc[1]]
@@ -64,10 +68,12 @@ class BoundCall:
         """Run the model on rows: acted tensors replaced by ``acted_rows``; other batched tensors indexed by ``src``.
 
         A tensor argument is batched when its first dim equals ``B``; with ``B == 1`` it is broadcast with
-        ``expand`` (no copy), otherwise its rows are gathered with ``index_select``.
+        ``expand`` (no copy), otherwise its rows are gathered with ``index_select``. The forward runs under the
+        autocast the caller had on when the call was bound (:attr:`autocast`).
         """
         args, kwargs = self.arguments(acted_rows, src)
-        return self.model(*args, **kwargs)
+        with self.autocast.model_precision():
+            return self.model(*args, **kwargs)
 
     def arguments(self, acted_rows: list[Tensor], src: Tensor) -> tuple[list[Any], dict[str, Any]]:
         """The positional and keyword arguments of the call on rows ``src`` ``(R,)`` (see :meth:`call`).

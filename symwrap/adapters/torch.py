@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from symwrap.adapters.base import Adapter, BoundCall, Selector
 from symwrap.errors import ConfigError, IncompatibleModelError
 
-__all__ = ["TorchAdapter", "pool_features", "submodule_features"]
+__all__ = ["SubmoduleCapture", "TorchAdapter", "pool_features", "submodule_features"]
 
 
 class TorchAdapter(Adapter):
@@ -38,6 +38,7 @@ class TorchAdapter(Adapter):
     ) -> None:
         super().__init__(model, input=input, select=select)
         self.features = features
+        self._captures: dict[str, SubmoduleCapture] = {}
 
     @classmethod
     def matches(cls, model: Any) -> bool:
@@ -47,7 +48,9 @@ class TorchAdapter(Adapter):
         """Features from the submodule named by ``features`` (hooked), and the model's output for the rows."""
         if self.features is None:
             return super().features_and_output(call, acted_rows, src)
-        return submodule_features(self.model, self.features, lambda: call.call(acted_rows, src), src.shape[0])
+        return submodule_features(
+            self.model, self.features, lambda: call.call(acted_rows, src), src.shape[0], self._captures
+        )
 
 
 def pool_features(value: Any, rows: int, where: str) -> Tensor:
@@ -72,34 +75,83 @@ def pool_features(value: Any, rows: int, where: str) -> Tensor:
     return value
 
 
-def submodule_features(model: nn.Module, path: str, run: Callable[[], Any], rows: int) -> tuple[Tensor, Any]:
+class SubmoduleCapture:
+    """A forward hook on one submodule that keeps its outputs while armed, registered once.
+
+    Registering a hook around every forward would break ``torch.compile`` graphs (creating a hook handle is not
+    traceable); this one stays registered for the wrapper's lifetime and does nothing while disarmed, so a
+    compiled forward traces straight through it.
+
+    Args:
+        model: The model.
+        path: Dotted path of the submodule whose output are the features.
+    """
+
+    def __init__(self, model: nn.Module, path: str) -> None:
+        try:
+            module = model.get_submodule(path)
+        except AttributeError as exc:
+            names = [n for n, _ in model.named_children()]
+            raise ConfigError(
+                f"invalid option 'features': {type(model).__name__} has no submodule {path!r} ({exc}). "
+                f"Its top-level submodules are: {', '.join(names) or 'none'}; use a dotted path such as "
+                "'backbone.pool'."
+            ) from None
+        self.model, self.path = model, path
+        self.outputs: list[Any] = []
+        self.armed = False
+        self.handle = module.register_forward_hook(self._record)
+
+    def _record(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
+        if self.armed:
+            self.outputs.append(output)
+
+    def run(self, run: Callable[[], Any], rows: int) -> tuple[Tensor, Any]:
+        """Run ``run()`` (one forward of the model on ``rows`` rows); return the features ``(R, D)`` and its result."""
+        self.outputs.clear()
+        self.armed = True
+        try:
+            out = run()
+        finally:
+            self.armed = False
+        if not self.outputs:
+            raise IncompatibleModelError(
+                f"features={self.path!r}: the submodule was not called during the forward of "
+                f"{type(self.model).__name__}; name a submodule that the forward pass uses."
+            )
+        # A submodule called several times (shared weights): its last output is the one closest to the head.
+        captured = self.outputs[-1]
+        self.outputs.clear()
+        return pool_features(captured, rows, f"submodule {self.path!r}"), out
+
+
+def submodule_features(
+    model: nn.Module,
+    path: str,
+    run: Callable[[], Any],
+    rows: int,
+    captures: dict[str, SubmoduleCapture] | None = None,
+) -> tuple[Tensor, Any]:
     """Run ``run()`` (one forward of ``model`` on ``rows`` rows) and capture submodule ``path``'s output as features.
+
+    Args:
+        model: The model ``run`` calls.
+        path: Dotted path of the feature submodule.
+        run: One forward of the model.
+        rows: ``R``, the rows of that forward.
+        captures: Where the caller keeps its :class:`SubmoduleCapture` per path (registered on first use and kept,
+            so later forwards, compiled ones included, register nothing). ``None``: a hook for this call only.
 
     Returns:
         ``features`` ``(R, D)`` (pooled by :func:`pool_features`) and what ``run()`` returned.
     """
-    try:
-        module = model.get_submodule(path)
-    except AttributeError as exc:
-        names = [n for n, _ in model.named_children()]
-        raise ConfigError(
-            f"invalid option 'features': {type(model).__name__} has no submodule {path!r} ({exc}). "
-            f"Its top-level submodules are: {', '.join(names) or 'none'}; use a dotted path such as 'backbone.pool'."
-        ) from None
-    captured: list[Any] = []
-
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        captured.append(output)
-
-    handle = module.register_forward_hook(hook)
-    try:
-        out = run()
-    finally:
-        handle.remove()
-    if not captured:
-        raise IncompatibleModelError(
-            f"features={path!r}: the submodule was not called during the forward of {type(model).__name__}; "
-            "name a submodule that the forward pass uses."
-        )
-    # A submodule called several times (shared weights): its last output is the one closest to the head.
-    return pool_features(captured[-1], rows, f"submodule {path!r}"), out
+    if captures is None:
+        capture = SubmoduleCapture(model, path)
+        try:
+            return capture.run(run, rows)
+        finally:
+            capture.handle.remove()
+    capture = captures.get(path)
+    if capture is None or capture.model is not model:
+        capture = captures[path] = SubmoduleCapture(model, path)
+    return capture.run(run, rows)

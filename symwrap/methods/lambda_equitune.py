@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from symwrap.adapters.base import Adapter, BoundCall
-from symwrap.adapters.torch import TorchAdapter, pool_features, submodule_features
+from symwrap.adapters.torch import SubmoduleCapture, TorchAdapter, pool_features, submodule_features
 from symwrap.config import option, require
 from symwrap.errors import ConfigError, IncompatibleModelError
 from symwrap.methods.base import Plan, Reweighing
@@ -138,6 +138,7 @@ class LambdaEquitune(GroupAveraging):
         if feature_model is not None:
             feature_model.requires_grad_(False).eval()
         self.lambda_net: LambdaNet | None = None
+        self._captures: dict[str, SubmoduleCapture] = {}  # the features= hook, registered once (compile-friendly)
         if self.options.feature_dim is not None:
             self._build(self.options.feature_dim, torch.device("cpu"), torch.float32)
 
@@ -193,7 +194,7 @@ class LambdaEquitune(GroupAveraging):
             return pool_features(feats, src.shape[0], f"feature_model {type(self.feature_model).__name__}"), out
         if self.options.features is not None:
             return submodule_features(
-                adapter.model, self.options.features, lambda: call.call(acted_rows, src), len(src)
+                adapter.model, self.options.features, lambda: call.call(acted_rows, src), len(src), self._captures
             )
         return adapter.features_and_output(call, acted_rows, src)
 

@@ -46,7 +46,17 @@ class MonteCarlo(Method):
     name: ClassVar[str] = "monte_carlo"
     Options: ClassVar[type] = MonteCarloOptions
 
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)
+        self._last: tuple[Group, int, torch.device, Plan] | None = None
+
     def plan(self, x: Tensor, group: Group) -> Plan:
+        # A seeded draw that does not look at the data is the same every call for a batch size: reuse it (no
+        # per-call torch.Generator, which torch.compile cannot trace).
+        fixed = self.options.seed is not None and _draw_ignores_input(group)
+        last = self._last
+        if fixed and last is not None and last[0] is group and last[1] == x.shape[0] and last[2] == x.device:
+            return last[3]
         k = self.options.samples
         generator = torch.Generator().manual_seed(self.options.seed) if self.options.seed is not None else None
         if isinstance(group, ContinuousGroup):
@@ -55,8 +65,16 @@ class MonteCarlo(Method):
             assert isinstance(group, FiniteGroup)
             elements = group.sample(x.shape[0] * k, generator=generator).reshape(x.shape[0], k, *group.code_shape)
         elements = elements.to(x.device)
-        return Plan(elements, uniform_weights(x.shape[0], k, x.device))
+        plan = Plan(elements, uniform_weights(x.shape[0], k, x.device))
+        if fixed:
+            self._last = (group, x.shape[0], x.device, plan)
+        return plan
 
     @property
     def wants_second_moment(self) -> bool:
         return bool(self.options.return_stderr)
+
+
+def _draw_ignores_input(group: Group) -> bool:
+    """Whether the sampled elements depend only on the seed and the batch size (not on the inputs' values)."""
+    return isinstance(group, FiniteGroup) or type(group).sample_for is ContinuousGroup.sample_for

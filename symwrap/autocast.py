@@ -1,0 +1,66 @@
+"""Mixed precision: the base model runs under the caller's ``torch.autocast``, symwrap's own arithmetic in float32.
+
+A wrapped model called inside ``torch.autocast(device, dtype=torch.bfloat16)`` (or ``float16``) runs every forward
+of the base model under that autocast, as the caller asked. Everything symwrap computes around the forwards —
+the plan (PCA frames' covariance and ``eigh``, a learned canonicalizer's scores), moving the copies (gathers,
+point-cloud matmuls), pulling outputs back, equizero's proxies, λ-equitune's λ-net and normalisation, and the
+weighted reduction — runs with autocast disabled, in float32 (float64 inputs stay float64). So the copies are
+exact float32 copies of the input, the selection/weights do not flip on bfloat16 rounding, and the sum over the
+orbit is a float32 sum: the combined outputs are float32 whatever dtype the forwards returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["AutocastState", "at_least_float32"]
+
+
+@dataclass(frozen=True)
+class AutocastState:
+    """The autocast setting of one device type at the moment the wrapped model was called.
+
+    Attributes:
+        device_type: ``"cpu"``, ``"cuda"``, ...: the device type of the acted input.
+        dtype: The autocast dtype (``torch.bfloat16``, ``torch.float16``) or ``None`` when autocast was off.
+    """
+
+    device_type: str
+    dtype: torch.dtype | None = None
+
+    @classmethod
+    def capture(cls, device: torch.device | str) -> AutocastState:
+        """The current autocast state for ``device``'s type (off for device types without autocast)."""
+        device_type = torch.device(device).type
+        if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+            return cls(device_type)
+        return cls(device_type, torch.get_autocast_dtype(device_type))
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the caller had autocast on."""
+        return self.dtype is not None
+
+    def full_precision(self) -> AbstractContextManager[object]:
+        """A context with autocast disabled (a no-op when the caller had it off): symwrap's own arithmetic."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, enabled=False)
+
+    def model_precision(self) -> AbstractContextManager[object]:
+        """A context with the caller's autocast restored (a no-op when it was off): the base model's forwards."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def at_least_float32(value: Tensor) -> Tensor:
+    """``value`` in float32 when it is a lower-precision float (float16, bfloat16), otherwise unchanged."""
+    if value.is_floating_point() and torch.finfo(value.dtype).bits < 32:
+        return value.float()
+    return value
