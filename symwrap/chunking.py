@@ -169,11 +169,17 @@ class ChunkTuner:
             def forward(size: int = size) -> None:
                 ChunkTuner._time_span(measure, size, size, device)
 
-            if guard is None and _runs(forward):
+            if guard is None:
+                if _runs(forward):
+                    return size
+                size //= 2
+                continue
+            if guard.admit(size) and guard.fits(size, forward):
                 return size
-            if guard is not None and guard.admit(size) and guard.fits(size, forward):
+            known = guard.largest_measured_fit(size)  # never go below a size already measured to fit
+            size = max(known, min(guard.max_rows(), size // 2))
+            if size == known:
                 return size
-            size = size // 2 if guard is None else min(guard.max_rows(), size // 2)
         return 1
 
     @staticmethod

@@ -304,9 +304,13 @@ class MemoryReport:
         """Predicted peak bytes of a forward of ``rows`` rows (measured where it was)."""
         if rows in self.peaks:
             return self.peaks[rows]
-        larger = [p for n, p in self.peaks.items() if n > rows and p != math.inf]
-        if larger:  # peaks grow with rows: a larger measured size bounds it
-            return min(larger)
+        below = [(n, p) for n, p in self.peaks.items() if n < rows and p != math.inf]
+        above = [(n, p) for n, p in self.peaks.items() if n > rows and p != math.inf]
+        if below and above:  # between two measured sizes: on the line through them
+            (n_a, p_a), (n_b, p_b) = max(below), min(above)
+            return p_a + (p_b - p_a) * (rows - n_a) / (n_b - n_a)
+        if above:
+            return min(above)[1]
         return self.fixed + self.per_row * rows
 
     def max_rows(self, rows: int) -> int:
@@ -389,6 +393,10 @@ class MemoryGuard:
     def max_rows(self) -> int:
         """The most rows a forward may take by the current prediction (≥ 1: one row was measured to fit)."""
         return max(1, self.report.max_rows(self.rows))
+
+    def largest_measured_fit(self, below: int) -> int:
+        """The largest size under ``below`` measured within the budget (1 was, when the guard was made)."""
+        return max((n for n, p in self.report.peaks.items() if n < below and p <= self.budget), default=1)
 
     def admit(self, rows: int) -> bool:
         """Whether a forward of ``rows`` rows may be run: its predicted peak fits. Near the budget (a prediction

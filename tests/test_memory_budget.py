@@ -257,5 +257,5 @@ def test_memory_report_predicts_from_the_largest_measured_sizes() -> None:
     from symwrap.memory import MemoryReport
 
     report = MemoryReport(budget=1000, source="test", peaks={1: 150.0, 2: 250.0, 4: 450.0}, per_row=100.0, fixed=50.0)
-    assert report.predict(4) == 450 and report.predict(3) == 450 and report.predict(8) == 850
+    assert report.predict(4) == 450 and report.predict(3) == 350 and report.predict(8) == 850
     assert report.max_rows(64) == 9 and math.isinf(MemoryReport(1, "t", {1: math.inf}).predict(1))
