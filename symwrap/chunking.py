@@ -162,7 +162,8 @@ class ChunkTuner:
         guard: MemoryGuard | None, below: int, measure: Callable[[int, int], None], device: torch.device
     ) -> int:
         """The largest size under ``below`` whose forward fits (measured within the budget, or at least not out of
-        memory without one), searched down from the predicted maximum by halving; 1 if none larger does."""
+        memory without one), searched down from the predicted maximum (without a budget: by halving); never below
+        a size already measured to fit (1 row always was)."""
         size = below - 1 if guard is None else min(guard.max_rows(), below - 1)
         while size > 1:
 
@@ -174,10 +175,14 @@ class ChunkTuner:
                     return size
                 size //= 2
                 continue
-            if guard.admit(size) and guard.fits(size, forward):
+            if not guard.admit(size):  # predicted over the budget (the prediction is refined by admit's probes)
+                smaller = min(guard.max_rows(), size - 1)
+            elif guard.fits(size, forward):
                 return size
+            else:  # measured over the budget: step down by a tenth
+                smaller = min(guard.max_rows(), math.floor(size * 0.9))
             known = guard.largest_measured_fit(size)  # never go below a size already measured to fit
-            size = max(known, min(guard.max_rows(), size // 2))
+            size = max(known, smaller)
             if size == known:
                 return size
         return 1
