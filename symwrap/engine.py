@@ -123,6 +123,7 @@ class OrbitEngine:
         while start < rows:
             src = src_all[start : start + per_chunk]
             elements = flat[start : start + per_chunk]
+            failed = False
             try:
                 acted = [action.apply(x, src.to(x.device), elements, group) for x in call.acted]
                 features = None
@@ -134,6 +135,11 @@ class OrbitEngine:
                 if not is_out_of_memory(error):
                     raise
                 per_chunk = self._back_off(call, group, plan, per_chunk, error)
+                failed = True
+            if failed:  # the failed chunk's tensors died with `error` (its traceback held their frames)
+                acted = []
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()  # hand its blocks back before retrying
                 continue  # nothing of the failed chunk was reduced: retry the same rows in smaller chunks
             leaves, spec = tree_flatten(out)
             yield _Chunk(src, slot_all[start : start + per_chunk], elements, leaves, spec, features)
@@ -155,8 +161,6 @@ class OrbitEngine:
         logger.warning(
             "out of memory with %d rows per forward: retrying with %d (chunk_size='auto')", per_chunk, smaller
         )
-        if call.acted[0].device.type == "cuda":
-            torch.cuda.empty_cache()  # the failed chunk's blocks are free now; hand them back before retrying
         return smaller
 
     def _row_map(self, batch: int, copies: int, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -174,15 +174,20 @@ class StorageMeter(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)}
+        inputs = {_storage_pointer(t) for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)}
         for t in tree_leaves(out):
             if isinstance(t, Tensor):
                 self._track(t, inputs)
         return out
 
     def _track(self, tensor: Tensor, inputs: set[int]) -> None:
-        storage = tensor.untyped_storage()
+        try:
+            storage = tensor.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # sparse or other tensors without one storage: not counted
+            return
         pointer, size = storage.data_ptr(), storage.nbytes()
+        if pointer == 0:  # meta tensors, empty storages
+            return
         if pointer in self._live:  # a counted storage returned again (in place, maybe resized)
             self._resize(pointer, size)
             return
@@ -200,6 +205,13 @@ class StorageMeter(TorchDispatchMode):
 
     def _release(self, pointer: int) -> None:
         self.current -= self._live.pop(pointer, 0)
+
+
+def _storage_pointer(tensor: Tensor) -> int:
+    try:
+        return tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return 0
 
 
 @dataclass

@@ -109,6 +109,23 @@ def test_auto_chunk_stays_within_a_small_memory_cap_and_matches_the_stacked_resu
             assert_close(wrapped(moved), out, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.gpu
+def test_auto_chunk_stays_within_a_memory_cap_on_cuda() -> None:
+    device = torch.device("cuda")
+    model = SmallCNN(32).eval().to(device)
+    x = torch.randn(16, 3, 32, 32, device=device)
+    cap = 2 * MIB
+    wrapped = symwrap.wrap(model, "d4", max_memory=cap)
+    with torch.no_grad():
+        out = wrapped(x)
+        chosen = wrapped.engine.tuner.cache[_only_key(wrapped)]
+        with measure_peak(device) as second:
+            wrapped(x)
+        reference = symwrap.wrap(model, "d4", chunk_size=None)(x)
+    assert 1 <= chosen < 128 and second.peak <= cap
+    assert_close(out, reference, rtol=1e-5, atol=1e-5)
+
+
 def test_per_call_max_rows_caps_the_candidates() -> None:
     tuner = ChunkTuner(repeats=1, memory=MemoryBudget(free_fraction=None))
     ran: list[int] = []
