@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -138,6 +139,30 @@ def vit_probe(budget: str, batch: int, probes: list[int], device: torch.device, 
     }
 
 
+def tuning_overhead(model_name: str, batch: int, repeats: int, device: torch.device) -> dict[str, Any]:
+    """Seconds of the first (tuning) call with the default budget (0.9 × free memory, measured) vs none, median of
+    ``repeats`` fresh wrappers, interleaved."""
+    from symwrap.chunking import ChunkTuner
+    from symwrap.memory import MemoryBudget
+
+    spec = model_specs()[model_name]
+    model = build_model(spec, device)
+    x = torch.randn(batch, spec.channels, spec.size, spec.size, generator=torch.Generator().manual_seed(0)).to(device)
+    seconds: dict[str, list[float]] = {"budget": [], "none": []}
+    for _ in range(repeats):
+        for label, memory in (("budget", MemoryBudget()), ("none", MemoryBudget(free_fraction=None))):
+            wrapped = symwrap.wrap(model, GROUP)
+            wrapped.engine.tuner = ChunkTuner(memory=memory)
+            start = time.perf_counter()
+            with torch.no_grad():
+                wrapped(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds[label].append(time.perf_counter() - start)
+    budget, none = statistics.median(seconds["budget"]), statistics.median(seconds["none"])
+    return {"model": model_name, "batch": batch, "budget_s": budget, "none_s": none, "samples": seconds}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
@@ -148,6 +173,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vit-batch", type=int, default=256)
     p.add_argument("--vit-probes", nargs="+", type=int, default=[1, 2, 4, 8, 16])
     p.add_argument("--vit-unfused", action="store_true", help="also probe with timm's unfused attention")
+    p.add_argument("--tuning", action="store_true", help="only: first-call (tuning) time with vs without a budget")
+    p.add_argument("--repeats", type=int, default=3, help="fresh wrappers per configuration for --tuning")
     p.add_argument("--json", type=Path, default=None, help="write the results and machine info to this file")
     return p.parse_args(argv)
 
@@ -159,7 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     meter = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "live tensor storages (StorageMeter)"
     print(f"symwrap {info['symwrap']}, torch {info['torch']}, {info['device_name']} ({args.device}), peaks: {meter}")
     payload: dict[str, Any] = {"benchmark": "memory_budget", "group": GROUP, "machine": info, "meter": meter}
-    if not args.vit:
+    if args.tuning:
+        payload["tuning"] = []
+        print(f"\nfirst call (tuning) seconds, median of {args.repeats}: default budget (measured) vs no budget")
+        for name in args.models:
+            for batch in (1, 16):
+                row = tuning_overhead(name, batch, args.repeats, device)
+                payload["tuning"].append(row)
+                print(
+                    f"{name:<14} B={batch:<3} budget {row['budget_s']:.3f} s  none {row['none_s']:.3f} s  "
+                    f"ratio {row['budget_s'] / row['none_s']:.2f}"
+                )
+    elif not args.vit:
         results = []
         print(f"\npart 1: wrap(model, {GROUP!r}, max_memory=cap) on B={args.batch} ({GROUP_ORDER * args.batch} rows)")
         head = f"{'model':<14} {'cap':>7} | {'chunk':>5} {'tuner peak':>11} {'call peak':>10} {'≤ cap':>5} |"
