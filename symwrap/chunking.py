@@ -14,16 +14,23 @@ The choice is the *smallest* candidate whose estimate is within ``tolerance`` (3
 larger chunk needs more memory, and on CPUs the timing of large chunks is the least repeatable — once
 activations outgrow what the allocator keeps cached (glibc returns large freed blocks to the OS), every
 call pays page faults. The median (not the minimum) of the repeats keeps a lucky repeat from winning.
+
+Memory: with a :class:`~symwrap.memory.MemoryBudget` (by default 0.9 of the free memory, lowered by ``max_memory``)
+every candidate's warm-up forward is measured, a candidate predicted or measured over the budget is dropped with
+all larger ones, and the chosen chunk's measured peak is always within the budget (see :mod:`symwrap.memory`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Hashable
 
 import torch
+
+from symwrap.memory import MemoryBudget, MemoryGuard, MemoryReport, is_out_of_memory
 
 __all__ = ["ChunkTuner", "chunk_candidates", "pick_chunk"]
 
@@ -46,18 +53,39 @@ class ChunkTuner:
         max_rows: Never choose more rows than this in one forward (``None``: no limit).
         tolerance: Choose the smallest candidate whose estimate is within this fraction of the fastest.
         stop_after: Stop timing larger candidates once one is slower than the best by more than this fraction.
+        memory: The memory budget of one chunk's forward (default: 0.9 of the free memory at tuning time);
+            ``MemoryBudget(free_fraction=None)`` without ``max_memory`` measures no memory.
+
+    Attributes:
+        cache: The chosen rows per forward, per call signature (lowered by out-of-memory backoff).
+        timings: Estimated seconds per call of every timed candidate.
+        pruned: Candidates not timed because a smaller one was already clearly slower.
+        over_budget: Candidates not timed because their predicted or measured peak exceeded the memory budget.
+        memory_reports: What the memory guard measured (budget, peaks per rows, per-row bytes).
     """
 
     def __init__(
-        self, repeats: int = 2, max_rows: int | None = None, tolerance: float = 0.03, stop_after: float = 0.10
+        self,
+        repeats: int = 2,
+        max_rows: int | None = None,
+        tolerance: float = 0.03,
+        stop_after: float = 0.10,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.repeats = repeats
         self.max_rows = max_rows
         self.tolerance = tolerance
         self.stop_after = stop_after
+        self.memory = MemoryBudget() if memory is None else memory
         self.cache: dict[Hashable, int] = {}
         self.timings: dict[Hashable, dict[int, float]] = {}
         self.pruned: dict[Hashable, list[int]] = {}
+        self.over_budget: dict[Hashable, list[int]] = {}
+        self.memory_reports: dict[Hashable, MemoryReport] = {}
+
+    def remember(self, key: Hashable, rows: int) -> None:
+        """Use ``rows`` per forward for ``key`` from now on (out-of-memory backoff lowers a measured choice)."""
+        self.cache[key] = rows
 
     def cached(self, key: Hashable) -> int | None:
         """The chunk size already chosen for ``key``, or ``None`` (a plain lookup that ``torch.compile`` traces)."""
@@ -71,6 +99,7 @@ class ChunkTuner:
         copies: int,
         measure: Callable[[int, int], None],
         device: torch.device,
+        max_rows: int | None = None,
     ) -> int:
         """The chunk size for a call of ``rows = batch·copies`` rows.
 
@@ -80,30 +109,87 @@ class ChunkTuner:
         median of ``repeats`` is scaled to all rows. Once a candidate is more than ``stop_after`` slower than
         the best so far, larger ones are not timed (time per row grows with the chunk past the sweet spot on
         CPUs; on GPUs it keeps falling, so the full stack is still reached there) and are recorded in ``pruned``.
+
+        ``max_rows`` caps this call's candidates (on top of the tuner's ``max_rows``). Under a memory budget
+        the warm-up forwards are measured, and candidates over the budget (predicted before running, or
+        measured) end the search; if not even the smallest candidate fits, the largest size that does is used.
+
+        Raises:
+            MemoryBudgetError: Not even one row fits the memory budget.
         """
         if key in self.cache:
             return self.cache[key]
+        caps = [c for c in (self.max_rows, max_rows) if c is not None]
         candidates = chunk_candidates(rows, batch, copies)
-        if self.max_rows is not None:
-            candidates = [c for c in candidates if c <= self.max_rows] or [max(1, self.max_rows)]
+        if caps:
+            candidates = [c for c in candidates if c <= min(caps)] or [max(1, min(caps))]
         sample = min(rows, 2 * batch)
         estimates: dict[int, float] = {}
         pruned: list[int] = []
+        over: list[int] = []
         with torch.no_grad():
+            guard = self.memory.guard(measure, device, rows) if self.memory is not None else None
+            if guard is not None and not guard.admit(candidates[0]):  # not even the smallest candidate fits
+                over, candidates = candidates, [self._largest_fitting(guard, candidates[0], measure, device)]
             for i, c in enumerate(candidates):
                 span = min(rows, max(c, sample))
-                self._time_span(measure, c, c, device)  # warm-up: allocator, kernel selection for this size
+                if guard is not None and not guard.admit(c):
+                    over = candidates[i:]
+                    break
+
+                def warm_up(c: int = c) -> None:  # allocator, kernel selection for this size; measured under a budget
+                    self._time_span(measure, c, c, device)
+
+                fits = guard.fits(c, warm_up) if guard is not None else _runs(warm_up)
+                if not fits:  # measured over the budget, or out of memory
+                    over = candidates[i:]
+                    break
                 times = [self._time_span(measure, c, span, device) for _ in range(self.repeats)]
                 estimates[c] = statistics.median(times) * rows / span
                 if estimates[c] > (1 + self.stop_after) * min(estimates.values()):
                     pruned = candidates[i + 1 :]
                     break
-        best = pick_chunk(estimates, self.tolerance)
+            if not estimates:  # the smallest candidate was predicted to fit but measured over the budget
+                estimates[self._largest_fitting(guard, candidates[0], measure, device)] = math.nan
+        best = pick_chunk(estimates, self.tolerance) if len(estimates) > 1 else next(iter(estimates))
         self.cache[key] = best
         self.timings[key] = estimates
         self.pruned[key] = pruned
+        self.over_budget[key] = over
+        if guard is not None:
+            self.memory_reports[key] = guard.report
         logger.info("chunk_size='auto' chose %d rows per forward (estimated seconds per call: %s)", best, estimates)
         return best
+
+    @staticmethod
+    def _largest_fitting(
+        guard: MemoryGuard | None, below: int, measure: Callable[[int, int], None], device: torch.device
+    ) -> int:
+        """The largest size under ``below`` whose forward fits (measured within the budget, or at least not out of
+        memory without one), searched down from the predicted maximum (without a budget: by halving); never below
+        a size already measured to fit (1 row always was)."""
+        size = below - 1 if guard is None else min(guard.max_rows(), below - 1)
+        while size > 1:
+
+            def forward(size: int = size) -> None:
+                ChunkTuner._time_span(measure, size, size, device)
+
+            if guard is None:
+                if _runs(forward):
+                    return size
+                size //= 2
+                continue
+            if not guard.admit(size):  # predicted over the budget (the prediction is refined by admit's probes)
+                smaller = min(guard.max_rows(), size - 1)
+            elif guard.fits(size, forward):
+                return size
+            else:  # measured over the budget: step down by a tenth
+                smaller = min(guard.max_rows(), math.floor(size * 0.9))
+            known = guard.largest_measured_fit(size)  # never go below a size already measured to fit
+            size = max(known, smaller)
+            if size == known:
+                return size
+        return 1
 
     @staticmethod
     def _time_span(measure: Callable[[int, int], None], chunk: int, span: int, device: torch.device) -> float:
@@ -122,3 +208,14 @@ def pick_chunk(estimates: dict[int, float], tolerance: float = 0.03) -> int:
     """The smallest chunk size whose estimated seconds per call are within ``tolerance`` of the fastest."""
     fastest = min(estimates.values())
     return min(c for c, seconds in estimates.items() if seconds <= fastest * (1 + tolerance))
+
+
+def _runs(forward: Callable[[], None]) -> bool:
+    """Run ``forward``; ``False`` if it ran out of memory (other errors propagate)."""
+    try:
+        forward()
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        return False
+    return True

@@ -13,6 +13,7 @@ action moves a whole chunk with one batched kernel.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,9 @@ from symwrap.actions.base import Action
 from symwrap.adapters.base import Adapter, BoundCall
 from symwrap.autocast import at_least_float32
 from symwrap.chunking import ChunkTuner
+from symwrap.errors import OutOfMemoryError
 from symwrap.groups.base import Group
+from symwrap.memory import is_out_of_memory
 from symwrap.methods.base import Method, Plan
 from symwrap.nested import TreeSpec, tree_flatten, tree_unflatten
 from symwrap.reduce import OrbitReducer, reduce_whole_orbit
@@ -32,6 +35,8 @@ from symwrap.reduce import OrbitReducer, reduce_whole_orbit
 __all__ = ["ChunkSize", "OrbitEngine", "SymmetrizedOutput"]
 
 ChunkSize = int | str | None
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,12 +103,17 @@ class OrbitEngine:
             acted = [action.apply(x, rows_src.to(x.device), flat[start:stop], group) for x in call.acted]
             call.call(acted, rows_src)
 
-        key = (tuple((tuple(x.shape), x.dtype, x.device) for x in call.acted), copies, type(group).__name__)
+        key = self._tuning_key(call, group, plan)
         chosen = self.tuner.cached(key)  # a dict lookup: traceable, so tuned compiled calls have no graph break
         if chosen is not None:
             return chosen
         # Timing forwards is meaningless inside a traced graph: the measurement runs eagerly, outside it.
         return _tune_eagerly(self.tuner, key, rows, batch, copies, measure, call.acted[0].device)
+
+    @staticmethod
+    def _tuning_key(call: BoundCall, group: Group, plan: Plan) -> tuple:
+        copies = plan.elements.shape[1]
+        return (tuple((tuple(x.shape), x.dtype, x.device) for x in call.acted), copies, type(group).__name__)
 
     def _chunks(
         self, call: BoundCall, group: Group, action: Action, plan: Plan, forward: RowsForward | None = None
@@ -114,18 +124,50 @@ class OrbitEngine:
         device = call.acted[0].device
         flat = plan.elements.reshape(rows, *plan.elements.shape[2:])
         src_all, slot_all = self._row_map(batch, copies, device)
-        for start in range(0, rows, per_chunk):
+        start = 0
+        while start < rows:
             src = src_all[start : start + per_chunk]
             elements = flat[start : start + per_chunk]
-            acted = [action.apply(x, src.to(x.device), elements, group) for x in call.acted]
-            features = None
-            if forward is None:
-                out = call.call(acted, src)
-            else:
-                with call.autocast.model_precision():  # a features forward: the caller's precision
-                    features, out = forward(acted, src)
+            failed = False
+            try:
+                acted = [action.apply(x, src.to(x.device), elements, group) for x in call.acted]
+                features = None
+                if forward is None:
+                    out = call.call(acted, src)
+                else:
+                    with call.autocast.model_precision():  # a features forward: the caller's precision
+                        features, out = forward(acted, src)
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                per_chunk = self._back_off(call, group, plan, per_chunk, error)
+                failed = True
+            if failed:  # the failed chunk's tensors died with `error` (its traceback held their frames)
+                acted = []
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()  # hand its blocks back before retrying
+                continue  # nothing of the failed chunk was reduced: retry the same rows in smaller chunks
             leaves, spec = tree_flatten(out)
             yield _Chunk(src, slot_all[start : start + per_chunk], elements, leaves, spec, features)
+            start += per_chunk
+
+    def _back_off(self, call: BoundCall, group: Group, plan: Plan, per_chunk: int, error: Exception) -> int:
+        """After an out-of-memory error in a forward of ``per_chunk`` rows: half the rows under ``"auto"`` (kept
+        in the tuner's cache for later calls); otherwise a :class:`~symwrap.errors.OutOfMemoryError` that says
+        what to change."""
+        if self.chunk_size != "auto" or per_chunk <= 1:
+            what = "all copies in one forward" if self.chunk_size is None else f"{per_chunk} rows per forward"
+            raise OutOfMemoryError(
+                f"out of memory in a forward of {per_chunk} orbit rows with chunk_size={self.chunk_size!r} ({what}). "
+                "Use chunk_size='auto' (fits the free memory and halves the chunk on out-of-memory), optionally "
+                "with max_memory='8GiB' to cap it, or a smaller chunk_size."
+            ) from error
+        smaller = max(1, per_chunk // 2)
+        self.tuner.remember(self._tuning_key(call, group, plan), smaller)
+        logger.warning(
+            "out of memory with %d rows per forward: retrying with %d (chunk_size='auto')", per_chunk, smaller
+        )
+        return smaller
 
     def _row_map(self, batch: int, copies: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """``src`` (input row) and ``slot`` (orbit slot) of each of the ``batch·copies`` rows, cached per size."""

@@ -5,12 +5,16 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+import torch
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
     "DuplicateNameError",
     "IncompatibleModelError",
     "InputLayoutError",
+    "MemoryBudgetError",
+    "OutOfMemoryError",
     "PluginLoadError",
     "PluginLoadWarning",
     "SymwrapError",
@@ -97,3 +101,17 @@ class ConfigError(SymwrapError, ValueError):
 class CheckpointError(SymwrapError, ValueError):
     """A ``save_pretrained`` directory that cannot be loaded: a missing or corrupt file, or a config or weights
     that do not fit the base model, group or method. The message names the file and the mismatch."""
+
+
+class MemoryBudgetError(ConfigError):
+    """``chunk_size="auto"`` cannot fit even one orbit row into the memory budget (``max_memory`` or free memory).
+
+    The message names the measured bytes of a one-row forward and the budget.
+    """
+
+
+class OutOfMemoryError(SymwrapError, torch.OutOfMemoryError):
+    """A forward of one chunk ran out of memory with a fixed ``chunk_size`` (an int or ``None``).
+
+    A subclass of ``torch.OutOfMemoryError``, so existing handlers still catch it; the original error is chained.
+    """

@@ -53,7 +53,7 @@ def save_pretrained(model: SymmetrizedModel, directory: str | os.PathLike[str]) 
     config["method_options"] = model.method.options_dict()
     for key, value in config["method_options"].items():
         _require_json(value, f"method option {key!r}")
-    for key in ("input", "select", "group_options", "chunk_size"):
+    for key in ("input", "select", "group_options", "chunk_size", "max_memory"):
         _require_json(config[key], f"option {key!r}")
     state = model.method.state_to_save()
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state.items()}
@@ -134,6 +134,7 @@ def from_pretrained(
     kwargs: dict[str, Any] = {
         "output": saved.get("output", "invariant"),
         "chunk_size": saved.get("chunk_size", "auto"),
+        "max_memory": saved.get("max_memory"),
         "adapter": saved.get("adapter"),
         "action": saved.get("action"),
         "reduce": saved.get("reduce", "logits"),
@@ -144,6 +145,8 @@ def from_pretrained(
         **saved.get("method_options", {}),
     }
     kwargs.update(options)
+    if kwargs["chunk_size"] != "auto" and "max_memory" not in options:
+        kwargs["max_memory"] = None  # a saved cap for chunk_size='auto' does not apply to a chunk size given now
     if isinstance(kwargs["output"], str) and kwargs["output"].startswith("equivariant:"):
         raise CheckpointError(
             f"{config_path} was saved with a custom output action ({kwargs['output'][12:]}), which JSON cannot "

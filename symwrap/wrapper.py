@@ -13,9 +13,11 @@ from torch import nn
 
 from symwrap.actions import Action, AxisPermutationAction, ImageAction, PointCloudAction, VectorAction
 from symwrap.adapters.base import Adapter, Selector
+from symwrap.chunking import ChunkTuner
 from symwrap.engine import ChunkSize, OrbitEngine
 from symwrap.errors import ConfigError, IncompatibleModelError
 from symwrap.groups.base import Group
+from symwrap.memory import MemoryBudget, parse_memory
 from symwrap.methods.base import Method
 from symwrap.plugins import get_registry
 from symwrap.reduce import REDUCE_SPACES
@@ -46,6 +48,7 @@ class WrapConfig:
     method_options: dict[str, Any] = field(default_factory=dict)
     group_options: dict[str, Any] = field(default_factory=dict)
     action: str | None = None
+    max_memory: int | str | None = None  # as given to wrap(): bytes or a string such as "2GiB"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,6 +138,18 @@ def _check_chunk_size(chunk_size: ChunkSize) -> None:
         )
 
 
+def _check_max_memory(max_memory: int | str | None, chunk_size: ChunkSize) -> int | None:
+    """``max_memory`` in bytes (``None``: no cap); it only applies to ``chunk_size="auto"``."""
+    size = parse_memory(max_memory, "max_memory")
+    if size is not None and chunk_size != "auto":
+        raise ConfigError(
+            f"option 'max_memory' only applies to chunk_size='auto' (which measures the memory of a forward and "
+            f"picks a chunk that fits), but chunk_size={chunk_size!r} was given. Use chunk_size='auto' with "
+            "max_memory, or drop max_memory and choose the chunk size yourself."
+        )
+    return size
+
+
 class SymmetrizedModel(nn.Module):
     """A model made invariant or equivariant by a method over a group. Built by :func:`wrap`.
 
@@ -167,7 +182,8 @@ class SymmetrizedModel(nn.Module):
         self.input_action = input_action
         self.output_action = output_action
         self.config = config
-        self.engine = OrbitEngine(config.chunk_size)
+        memory = MemoryBudget(max_memory=parse_memory(config.max_memory))
+        self.engine = OrbitEngine(config.chunk_size, ChunkTuner(memory=memory))
         self._symmetrize = True
         self._sized_groups: dict[tuple[int, ...], Group] = {}
 
@@ -269,6 +285,7 @@ def wrap(
     *,
     output: str | Action = "invariant",
     chunk_size: ChunkSize = "auto",
+    max_memory: int | str | None = None,
     adapter: str | Adapter | None = None,
     action: str | Action | None = None,
     reduce: str = "logits",
@@ -287,7 +304,10 @@ def wrap(
         output: ``"invariant"``, ``"equivariant"`` (outputs pulled back by the group's default output
             action: dense maps for image groups, positions for point groups) or an Action object.
         chunk_size: Rows per forward: ``"auto"`` (measured per input shape), an int, or ``None`` (all copies
-            ``(B·k, ...)`` in one forward).
+            ``(B·k, ...)`` in one forward). ``"auto"`` never picks a chunk whose measured forward peak exceeds
+            ``min(max_memory, 0.9 × free memory)`` and halves the chunk if a forward still runs out of memory.
+        max_memory: Cap on the memory one chunk's forward may use above what is already allocated, for
+            ``chunk_size="auto"`` only: bytes as an int or a string (``"512MB"``, ``"2GiB"``, ``"24GB"``).
         adapter: Adapter name or object; ``None`` picks the first that matches the model.
         action: How elements move the input: ``None`` (the group's default), ``"image"``, ``"points"``,
             ``"vectors"``, ``"set"``, or an Action object.
@@ -306,6 +326,7 @@ def wrap(
         >>> model(images)  # the same logits for every rotation of images  # doctest: +SKIP
     """
     _check_chunk_size(chunk_size)
+    _check_max_memory(max_memory, chunk_size)
     if reduce not in REDUCE_SPACES:
         raise ConfigError(f"invalid option 'reduce': {reduce!r}; use one of {', '.join(REDUCE_SPACES)}")
     if not isinstance(class_dim, int):
@@ -331,5 +352,6 @@ def wrap(
         method_options=the_method.options_dict(),
         group_options=dict(group_options or {}),
         action=action if isinstance(action, str) else None,
+        max_memory=max_memory,
     )
     return SymmetrizedModel(model, the_group, the_method, the_adapter, input_action, output_action, config)
