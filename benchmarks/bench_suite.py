@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import statistics
 import sys
 import time
@@ -308,6 +309,28 @@ def print_header() -> None:
     )
 
 
+def markdown(paths: list[Path]) -> str:
+    """The README table of the cells stored in JSON files written by ``--json``."""
+    names = {"group_averaging": "GA", "equizero": "equizero", "lambda_equitune": "λ-equitune", "frame_averaging": "FA"}
+    head = ["model", "precision", "compiled", "B", "rounds", "limit ms (which)", "loop", "stacked"]
+    head += [names[m] for m in PASS_METHODS] + ["canon ÷ plain"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for path in paths:
+        for c in json.loads(path.read_text())["cells"]:
+            med, ratios = c["median_s"], c["ratios"]
+            stack, loop = med.get("limit_stack", math.inf), med.get("limit_loop", math.inf)
+            row = [c["model"], c["precision"], "yes" if c["compiled"] else "no", str(c["batch"]), str(c["rounds"])]
+            row.append(f"{min(stack, loop) * 1e3:.4g} ({'stack' if stack <= loop else 'loop'})")
+            for name in ("loop", "stacked", *PASS_METHODS, "canonicalization"):
+                if name in ratios:
+                    chunk = c["chunk"].get(name)
+                    row.append(f"{ratios[name]:.2f}" + ("" if chunk is None else f" /{chunk}"))
+                else:
+                    row.append("error" if name in c["errors"] else "–")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -329,11 +352,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="leave glibc's allocator as is (by default it is told to keep freed memory, see bench_chunking.py)",
     )
     p.add_argument("--json", type=Path, default=None, help="write the cells and machine info to this JSON file")
+    p.add_argument(
+        "--markdown", type=Path, nargs="+", default=None, help="print the table of these JSON files, run nothing"
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.markdown:
+        print(markdown(args.markdown))
+        return 0
     if args.quick:
         args.models, args.batches, args.precisions, args.rounds, args.budget_s = (
             "digits_cnn,point_mlp",
