@@ -233,11 +233,17 @@ def run_cell(
     max_rounds: int,
     min_rounds: int,
     budget_s: float,
+    only: set[str] | None = None,
 ) -> Cell:
+    """Time one cell; ``only`` keeps just these strategies (the limit's two are always kept)."""
     torch.manual_seed(1)
     x = subject.make_input(batch, device)
     cell = Cell(subject.name, precision, compiled, batch, subject.group, len(subject.copies(x[:1])))
     fns, wrapped = strategies(subject, model, x, compiled)
+    if only is not None:
+        keep = only | {"limit_stack", "limit_loop"}
+        fns = {n: f for n, f in fns.items() if n in keep}
+        wrapped = {n: w for n, w in wrapped.items() if n in keep}
     with torch.no_grad(), autocast(precision, device):
         for name in list(fns):  # first calls: compile, the chunk tuner's measurement, allocator warm-up
             try:
@@ -342,6 +348,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="off",
         help="comma list of off,on (on: torch.compile of the model and of each wrapped model)",
     )
+    p.add_argument(
+        "--strategies",
+        default=None,
+        help="comma list of strategies to time besides the limit (default: all), e.g. group_averaging,plain",
+    )
     p.add_argument("--rounds", type=int, default=7, help="at most this many timed rounds per cell")
     p.add_argument("--min-rounds", type=int, default=3)
     p.add_argument("--budget-s", type=float, default=60.0, help="timed seconds per cell (rounds shrink to fit)")
@@ -394,7 +405,16 @@ def main(argv: list[str] | None = None) -> int:
             for precision in args.precisions.split(","):
                 for batch in (int(b) for b in args.batches.split(",")):
                     cell = run_cell(
-                        subject, model, batch, precision, compiled, device, args.rounds, args.min_rounds, args.budget_s
+                        subject,
+                        model,
+                        batch,
+                        precision,
+                        compiled,
+                        device,
+                        args.rounds,
+                        args.min_rounds,
+                        args.budget_s,
+                        set(args.strategies.split(",")) if args.strategies else None,
                     )
                     cells.append(cell)
                     print_cell(cell, target)
