@@ -50,6 +50,10 @@ class ChunkTuner:
 
     Args:
         repeats: Timed spans per candidate (after one warm-up forward); the median counts.
+        min_seconds: Keep repeating a candidate's span (up to ``max_repeats``) until this much time is measured, so
+            that millisecond-scale calls of small models are not chosen on one noisy sample (large models stop at
+            ``repeats``).
+        max_repeats: The most timed spans per candidate.
         max_rows: Never choose more rows than this in one forward (``None``: no limit).
         tolerance: Choose the smallest candidate whose estimate is within this fraction of the fastest.
         stop_after: Stop timing larger candidates once one is slower than the best by more than this fraction.
@@ -67,12 +71,16 @@ class ChunkTuner:
     def __init__(
         self,
         repeats: int = 2,
+        min_seconds: float = 0.05,
+        max_repeats: int = 25,
         max_rows: int | None = None,
         tolerance: float = 0.03,
         stop_after: float = 0.10,
         memory: MemoryBudget | None = None,
     ) -> None:
         self.repeats = repeats
+        self.min_seconds = min_seconds
+        self.max_repeats = max_repeats
         self.max_rows = max_rows
         self.tolerance = tolerance
         self.stop_after = stop_after
@@ -106,7 +114,7 @@ class ChunkTuner:
         ``measure(start, stop)`` runs one forward of rows ``start:stop``. Candidates are timed from the smallest
         up, each on a span of distinct rows (``max(c, min(rows, 2·batch))``, in chunks of ``c``, after one
         untimed warm-up forward), so per-forward overhead and cache effects count as in the real call; the
-        median of ``repeats`` is scaled to all rows. Once a candidate is more than ``stop_after`` slower than
+        median of ``repeats`` (more while less than ``min_seconds`` was measured) is scaled to all rows. Once a candidate is more than ``stop_after`` slower than
         the best so far, larger ones are not timed (time per row grows with the chunk past the sweet spot on
         CPUs; on GPUs it keeps falling, so the full stack is still reached there) and are recorded in ``pruned``.
 
@@ -145,6 +153,8 @@ class ChunkTuner:
                     over = candidates[i:]
                     break
                 times = [self._time_span(measure, c, span, device) for _ in range(self.repeats)]
+                while len(times) < self.max_repeats and sum(times) < self.min_seconds:
+                    times.append(self._time_span(measure, c, span, device))
                 estimates[c] = statistics.median(times) * rows / span
                 if estimates[c] > (1 + self.stop_after) * min(estimates.values()):
                     pruned = candidates[i + 1 :]
