@@ -326,7 +326,9 @@ def markdown(paths: list[Path]) -> str:
             med, ratios = c["median_s"], c["ratios"]
             stack, loop = med.get("limit_stack", math.inf), med.get("limit_loop", math.inf)
             row = [c["model"], c["precision"], "yes" if c["compiled"] else "no", str(c["batch"]), str(c["rounds"])]
-            row.append(f"{min(stack, loop) * 1e3:.4g} ({'stack' if stack <= loop else 'loop'})")
+            limit_ms = min(stack, loop) * 1e3
+            shown = f"{limit_ms:.0f}" if limit_ms >= 100 else f"{limit_ms:.3g}"
+            row.append(f"{shown} ({'stack' if stack <= loop else 'loop'})")
             for name in ("loop", "stacked", *PASS_METHODS, "canonicalization"):
                 if name in ratios:
                     chunk = c["chunk"].get(name)
