@@ -114,9 +114,10 @@ class ChunkTuner:
         ``measure(start, stop)`` runs one forward of rows ``start:stop``. Candidates are timed from the smallest
         up, each on a span of distinct rows (``max(c, min(rows, 2·batch))``, in chunks of ``c``, after one
         untimed warm-up forward), so per-forward overhead and cache effects count as in the real call; the
-        median of ``repeats`` (more while less than ``min_seconds`` was measured) is scaled to all rows. Once a candidate is more than ``stop_after`` slower than
-        the best so far, larger ones are not timed (time per row grows with the chunk past the sweet spot on
-        CPUs; on GPUs it keeps falling, so the full stack is still reached there) and are recorded in ``pruned``.
+        median of ``repeats`` (more while less than ``min_seconds`` was measured) is scaled to all rows. Once a
+        candidate is more than ``stop_after`` slower than the best so far, larger ones are not timed (time per row
+        grows with the chunk past the sweet spot on CPUs; on GPUs it keeps falling, so the full stack is still
+        reached there) and are recorded in ``pruned``.
 
         ``max_rows`` caps this call's candidates (on top of the tuner's ``max_rows``). Under a memory budget
         the warm-up forwards are measured, and candidates over the budget (predicted before running, or

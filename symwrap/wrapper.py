@@ -13,6 +13,7 @@ from torch import nn
 
 from symwrap.actions import Action, AxisPermutationAction, ImageAction, PointCloudAction, VectorAction
 from symwrap.adapters.base import Adapter, Selector
+from symwrap.adapters.torch import release_captures
 from symwrap.chunking import ChunkTuner
 from symwrap.engine import ChunkSize, OrbitEngine
 from symwrap.errors import ConfigError, IncompatibleModelError
@@ -233,7 +234,14 @@ class SymmetrizedModel(nn.Module):
             self._symmetrize = previous
 
     def unwrap(self) -> nn.Module:
-        """The base model, unchanged."""
+        """The base model, unchanged: the feature hooks ``features=`` registered on its submodules are removed.
+
+        The wrapper still works afterwards (it registers them again on its next forward).
+        """
+        for owner in (self.adapter, self.method):
+            captures = getattr(owner, "_captures", None)
+            if captures:
+                release_captures(captures)
         return self.base_model
 
     def train(self, mode: bool = True) -> SymmetrizedModel:

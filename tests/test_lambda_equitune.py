@@ -125,6 +125,23 @@ def test_torch_adapter_features_option(cnn: SmallCNN, images: torch.Tensor) -> N
     assert_close(a(images), b(images))
 
 
+@pytest.mark.parametrize("through", ["method", "adapter"])
+def test_unwrap_removes_the_features_hook(through: str, cnn: SmallCNN, images: torch.Tensor) -> None:
+    # features= captures the submodule's output with a forward hook registered once (compile-friendly);
+    # unwrap() must hand back the user's model without it, and the wrapper must still work afterwards.
+    if through == "adapter":
+        wrapped = symwrap.wrap(cnn, "rot90", "lambda_equitune", adapter=TorchAdapter(cnn, features="features"))
+    else:
+        wrapped = symwrap.wrap(cnn, "rot90", "lambda_equitune", features="features")
+    wrapped.eval()
+    before = wrapped(images)
+    submodule = cnn.get_submodule("features")
+    assert len(submodule._forward_hooks) == 1
+    assert wrapped.unwrap() is cnn
+    assert len(submodule._forward_hooks) == 0
+    assert_close(wrapped(images), before)
+
+
 def test_only_the_lambda_net_trains_and_modes_follow_the_wrapper(images: torch.Tensor) -> None:
     base = SmallCNN().train()
     wrapped = symwrap.wrap(base, "rot90", "lambda_equitune", features="features", dropout=0.5)

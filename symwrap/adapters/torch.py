@@ -125,6 +125,13 @@ class SubmoduleCapture:
         return pool_features(captured, rows, f"submodule {self.path!r}"), out
 
 
+def release_captures(captures: dict[str, SubmoduleCapture]) -> None:
+    """Remove the forward hooks of ``captures`` from the user's submodules and forget them."""
+    for capture in captures.values():
+        capture.handle.remove()
+    captures.clear()
+
+
 def submodule_features(
     model: nn.Module,
     path: str,
