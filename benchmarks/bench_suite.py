@@ -30,14 +30,13 @@ Models: ``digits_cnn`` (symwrap's shipped digits CNN, 8×8),
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,12 +45,12 @@ import torch
 from torch import Tensor, nn
 
 import symwrap
+from symwrap.evaluation.precision import autocast  # the --precision autocast of symwrap eval
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_chunking import d4_copies, keep_freed_memory, machine_info  # the same D4 copies, allocator, machine
+from bench_chunking import _sync, d4_copies, keep_freed_memory, machine_info  # the same D4 copies, allocator, machine
 from bench_frames import PointNetLike
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PASS_METHODS = ("group_averaging", "equizero", "lambda_equitune", "frame_averaging")
 TARGET_CPU = 1.10
 TARGET_GPU = 1.05
@@ -180,20 +179,6 @@ def strategies(
 def _chunk_choice(w: Any) -> int | None:
     cache = getattr(w.engine.tuner, "cache", {})
     return next(iter(cache.values())) if len(cache) == 1 else None
-
-
-@contextlib.contextmanager
-def autocast(precision: str, device: torch.device) -> Iterator[None]:
-    if precision == "fp32":
-        yield
-        return
-    with torch.autocast(device.type, dtype=PRECISIONS[precision]):
-        yield
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> float:
