@@ -223,8 +223,16 @@ class Adapter:
         )
 
     # ------------------------------------------------------------------ outputs
+    def default_outputs(self) -> tuple[str, ...]:
+        """Output paths combined when the user gives no ``select=`` (default: none named, so every floating tensor
+        with a batch dimension). Adapters of two-tower models name the image-side outputs here (CLIP)."""
+        return ()
+
     def selected_leaves(self, spec: TreeSpec, leaves: list[Any], rows: int) -> list[int]:
         """Indices of the output leaves to symmetrize for a chunk of ``rows`` rows."""
+        named = self.default_outputs() if self.select is None else ()
+        if named:
+            return [i for i, path in enumerate(spec.paths) if path in named]
         batched = [
             i for i, leaf in enumerate(leaves) if isinstance(leaf, Tensor) and leaf.ndim > 0 and leaf.shape[0] == rows
         ]

@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from symwrap.adapters.base import Adapter, BoundCall, Selector
-from symwrap.nested import TreeSpec
 
 __all__ = ["OpenCLIPAdapter", "is_open_clip_model"]
 
@@ -46,10 +45,8 @@ class OpenCLIPAdapter(Adapter):
         # model(image, text): the prompts go unchanged to every chunk, never gathered by image row
         return ("text",) if is_open_clip_model(self.model) else ()
 
-    def selected_leaves(self, spec: TreeSpec, leaves: list[Any], rows: int) -> list[int]:
-        if self.select is None and is_open_clip_model(self.model):
-            return [i for i, path in enumerate(spec.paths) if path in _IMAGE_OUTPUTS]
-        return super().selected_leaves(spec, leaves, rows)
+    def default_outputs(self) -> tuple[str, ...]:
+        return _IMAGE_OUTPUTS if is_open_clip_model(self.model) else ()
 
     def features_and_output(self, call: BoundCall, acted_rows: list[Tensor], src: Tensor) -> tuple[Tensor, Any]:
         args, kwargs = call.arguments(acted_rows, src)

@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from symwrap.adapters.base import Adapter, BoundCall, Selector
-from symwrap.nested import TreeSpec
 
 __all__ = ["TransformersAdapter", "is_transformers_model"]
 
@@ -62,10 +61,8 @@ class TransformersAdapter(Adapter):
         # CLIPModel: the text side goes unchanged to every chunk, never gathered by image row
         return _CLIP_TEXT_ARGS if _is_clip_like(self.model) else ()
 
-    def selected_leaves(self, spec: TreeSpec, leaves: list[Any], rows: int) -> list[int]:
-        if self.select is None and _is_clip_like(self.model):
-            return [i for i, path in enumerate(spec.paths) if path in _CLIP_OUTPUTS]
-        return super().selected_leaves(spec, leaves, rows)
+    def default_outputs(self) -> tuple[str, ...]:
+        return _CLIP_OUTPUTS if _is_clip_like(self.model) else ()
 
     def features_and_output(self, call: BoundCall, acted_rows: list[Tensor], src: Tensor) -> tuple[Tensor, Any]:
         args, kwargs = call.arguments(acted_rows, src)
