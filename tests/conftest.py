@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import symwrap
 
 
 def smooth_disk_image(size: int = 33, batch: int = 1, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,6 +20,16 @@ def smooth_disk_image(size: int = 33, batch: int = 1, channels: int = 3) -> tupl
     axis = torch.linspace(-1, 1, size)
     radius = (axis[:, None] ** 2 + axis[None, :] ** 2).sqrt()
     return x * (radius <= 1), radius
+
+
+@pytest.fixture
+def builtins_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In-process registries with only the built-in plugins (autoload off, as in the CLI tests' child processes)."""
+    monkeypatch.setenv("SYMWRAP_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.delenv("SYMWRAP_LOAD_PLUGINS", raising=False)
+    symwrap.reload_plugins()
+    yield
+    symwrap.reload_plugins()
 
 
 @pytest.fixture(autouse=True)

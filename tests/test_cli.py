@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,16 +85,6 @@ def parse_listing(text: str) -> dict[str, dict[str, tuple[str, str]]]:
     for kind, count in counts.items():
         assert len(listing[kind]) == count, f"{kind}s: header says {count}, listed {len(listing[kind])}"
     return listing
-
-
-@pytest.fixture
-def builtins_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """In-process registries with plugin autoload off (matches the child processes below)."""
-    monkeypatch.setenv("SYMWRAP_DISABLE_PLUGIN_AUTOLOAD", "1")
-    monkeypatch.delenv("SYMWRAP_LOAD_PLUGINS", raising=False)
-    symwrap.reload_plugins()
-    yield
-    symwrap.reload_plugins()
 
 
 def _expected() -> dict[str, dict[str, tuple[str, str]]]:

@@ -27,15 +27,6 @@ from tests import eval_helpers
 
 
 @pytest.fixture
-def builtins_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("SYMWRAP_DISABLE_PLUGIN_AUTOLOAD", "1")
-    monkeypatch.delenv("SYMWRAP_LOAD_PLUGINS", raising=False)
-    symwrap.reload_plugins()
-    yield
-    symwrap.reload_plugins()
-
-
-@pytest.fixture
 def mimic_plugins(builtins_only: None) -> Iterator[None]:
     plugin = eval_helpers.MimicPlugin()
     symwrap.register_plugin(plugin, name="mimic")
