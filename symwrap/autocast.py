@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["AutocastState", "at_least_float32"]
+__all__ = ["AutocastState", "at_least_float32", "autocast_enabled"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,12 @@ class AutocastState:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def autocast_enabled(device: torch.device) -> bool:
+    """Whether autocast is on for ``device``'s type (a cheap test, before a call is bound)."""
+    device_type = device.type
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
 
 
 def at_least_float32(value: Tensor) -> Tensor:

@@ -30,7 +30,7 @@ from symwrap.groups.base import Group
 from symwrap.memory import is_out_of_memory
 from symwrap.methods.base import Method, Plan
 from symwrap.nested import TreeSpec, tree_flatten, tree_unflatten
-from symwrap.reduce import OrbitReducer, reduce_whole_orbit
+from symwrap.reduce import OrbitReducer, combine_reweighed, reduce_whole_orbit
 
 __all__ = ["ChunkSize", "OrbitEngine", "SymmetrizedOutput"]
 
@@ -83,9 +83,26 @@ class OrbitEngine:
     """
 
     def __init__(self, chunk_size: ChunkSize = "auto", tuner: ChunkTuner | None = None) -> None:
+        #: Steady-state calls per input layout (:mod:`symwrap.fast_path`), ``None`` where a layout has none. The
+        #: wrapper fills it; changing :attr:`chunk_size` or backing off after out-of-memory empties it.
+        self.fast_paths: dict[Any, Any] = {}
         self.chunk_size = chunk_size
         self.tuner = tuner or ChunkTuner()
         self._row_maps: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def chunk_size(self) -> ChunkSize:
+        """Rows per forward: an int, ``None`` (all rows in one forward) or ``"auto"`` (measured)."""
+        return self._chunk_size
+
+    @chunk_size.setter
+    def chunk_size(self, value: ChunkSize) -> None:
+        self._chunk_size = value
+        self.fast_paths.clear()  # they were chosen for the old chunking
+
+    def whole_orbit_in_one_chunk(self, call: BoundCall, group: Group, action: Action, plan: Plan) -> bool:
+        """Whether a call like ``call`` runs all its ``B·k`` rows in one forward (after the call that tuned it)."""
+        return self._rows_per_chunk(call, group, action, plan) >= plan.weights.numel()
 
     # ------------------------------------------------------------------ chunking
     def _rows_per_chunk(self, call: BoundCall, group: Group, action: Action, plan: Plan) -> int:
@@ -126,8 +143,9 @@ class OrbitEngine:
         src_all, slot_all = self._row_map(batch, copies, device)
         start = 0
         while start < rows:
-            src = src_all[start : start + per_chunk]
-            elements = flat[start : start + per_chunk]
+            whole = start == 0 and per_chunk >= rows  # the same row map object every call: actions cache on it
+            src = src_all if whole else src_all[start : start + per_chunk]
+            elements = flat if whole else flat[start : start + per_chunk]
             failed = False
             try:
                 acted = [action.apply(x, src.to(x.device), elements, group) for x in call.acted]
@@ -148,7 +166,9 @@ class OrbitEngine:
                     torch.cuda.empty_cache()  # hand its blocks back before retrying
                 continue  # nothing of the failed chunk was reduced: retry the same rows in smaller chunks
             leaves, spec = tree_flatten(out)
-            yield _Chunk(src, slot_all[start : start + per_chunk], elements, leaves, spec, features)
+            yield _Chunk(
+                src, slot_all if whole else slot_all[start : start + per_chunk], elements, leaves, spec, features
+            )
             start += per_chunk
 
     def _back_off(self, call: BoundCall, group: Group, plan: Plan, per_chunk: int, error: Exception) -> int:
@@ -164,6 +184,7 @@ class OrbitEngine:
             ) from error
         smaller = max(1, per_chunk // 2)
         self.tuner.remember(self._tuning_key(call, group, plan), smaller)
+        self.fast_paths.clear()
         logger.warning(
             "out of memory with %d rows per forward: retrying with %d (chunk_size='auto')", per_chunk, smaller
         )
@@ -296,15 +317,7 @@ class OrbitEngine:
         reweighing = method.reweigh(plan, orbit.values, orbit.features, class_dim)
         batch, copies = plan.elements.shape[:2]
         flat = [v.reshape(batch * copies, *v.shape[2:]) for v in orbit.values]
-
-        def reduced(weights: Tensor) -> list[Tensor]:
-            return reduce_whole_orbit(flat, weights, reduce, class_dim)
-
-        result = reduced(reweighing.weights)
-        if reweighing.gradient_weights is not None:  # straight-through: value of `weights`, gradient of the other
-            surrogate = reduced(reweighing.gradient_weights)
-            result = [s + (r - s).detach() for r, s in zip(result, surrogate)]
-        return _assemble(orbit.first, orbit.selected, result)
+        return _assemble(orbit.first, orbit.selected, combine_reweighed(flat, reweighing, reduce, class_dim))
 
     @staticmethod
     def _pulled_back(chunk: _Chunk, selected: list[int], group: Group, output_action: Action | None) -> list[Tensor]:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["REDUCE_SPACES", "OrbitReducer", "reduce_whole_orbit"]
+if TYPE_CHECKING:
+    from symwrap.methods.base import Reweighing
+
+__all__ = ["REDUCE_SPACES", "OrbitReducer", "combine_reweighed", "reduce_whole_orbit"]
 
 #: ``logits``: weighted mean of raw outputs. ``probs``: weighted mean of ``softmax(y, class_dim)``.
 #: ``log_probs``: log of that mean, computed stably in log space. ``features``: weighted mean of
@@ -121,14 +126,39 @@ def reduce_whole_orbit(
     out = []
     reducer = OrbitReducer(batch, weights, space, class_dim)
     for leaf in leaves:
-        y = reducer._prepare(leaf)
-        y = y.reshape(batch, copies, *y.shape[1:])
-        w = weights.to(y.dtype).reshape(batch, copies, *([1] * (y.ndim - 2)))
+        y = reducer._prepare(leaf) if space != "logits" or leaf.dtype not in _ACCUMULATED else leaf
         if space == "log_probs":
+            y = y.reshape(batch, copies, *y.shape[1:])
+            w = weights.to(y.dtype).reshape(batch, copies, *([1] * (y.ndim - 2)))
             out.append(torch.logsumexp(y + torch.log(w), dim=1))
-        else:
-            out.append((w * y).sum(dim=1))
+        else:  # (B, 1, k) @ (B, k, D): the weighted sum over the copies as one batched matmul
+            w = weights if weights.dtype == y.dtype else weights.to(y.dtype)
+            summed = torch.bmm(w.unsqueeze(1), y.reshape(batch, copies, -1))
+            out.append(summed.reshape(batch, *y.shape[1:]))
     return out
+
+
+def combine_reweighed(leaves: list[Tensor], reweighing: Reweighing, space: str, class_dim: int) -> list[Tensor]:
+    """:func:`reduce_whole_orbit` with a method's :class:`~symwrap.methods.base.Reweighing`.
+
+    With ``gradient_weights`` (straight-through training) the value is the ``weights`` sum and the gradient flows as
+    through the ``gradient_weights`` sum: ``R(gradient_weights) + (R(weights) - R(gradient_weights)).detach()``.
+
+    Args:
+        leaves: Each ``(B·k, ...)``, rows ``r = b·k + j``.
+        reweighing: The weights ``(B, k)`` (and optional gradient weights).
+        space: One of :data:`REDUCE_SPACES`.
+        class_dim: The class axis of each leaf for ``probs``/``log_probs``.
+    """
+    result = reduce_whole_orbit(leaves, reweighing.weights, space, class_dim)
+    if reweighing.gradient_weights is None:
+        return result
+    surrogate = reduce_whole_orbit(leaves, reweighing.gradient_weights, space, class_dim)
+    return [s + (r - s).detach() for r, s in zip(result, surrogate)]
+
+
+#: Output dtypes the reduction accumulates in as they are (lower precisions are promoted by ``_prepare``).
+_ACCUMULATED = (torch.float32, torch.float64)
 
 
 def _finite_or_zero(values: Tensor) -> Tensor:

@@ -9,17 +9,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from symwrap.actions import Action, AxisPermutationAction, ImageAction, PointCloudAction, VectorAction
-from symwrap.adapters.base import Adapter, Selector
+from symwrap.adapters.base import Adapter, BoundCall, Selector
 from symwrap.adapters.torch import release_captures
+from symwrap.autocast import autocast_enabled
 from symwrap.chunking import ChunkTuner
 from symwrap.engine import ChunkSize, OrbitEngine
 from symwrap.errors import ConfigError, IncompatibleModelError
+from symwrap.fast_path import UNFINISHED, FastPath, FastPathKey, fast_path_key
 from symwrap.groups.base import Group
-from symwrap.memory import MemoryBudget, parse_memory
-from symwrap.methods.base import Method
+from symwrap.memory import MemoryBudget, is_out_of_memory, parse_memory
+from symwrap.methods.base import Method, Plan
 from symwrap.plugins import get_registry
 from symwrap.reduce import REDUCE_SPACES
 
@@ -31,6 +34,10 @@ _ACTIONS: dict[str, type[Action]] = {
     "vectors": VectorAction,
     "set": AxisPermutationAction,
 }
+
+
+#: Attributes a fast path was built from (:mod:`symwrap.fast_path`): setting one forgets them.
+_PLANNED_BY = frozenset({"base_model", "method", "group", "adapter", "input_action", "output_action", "config"})
 
 
 @dataclass
@@ -197,6 +204,12 @@ class SymmetrizedModel(nn.Module):
         """
         if not self._symmetrize:
             return self.base_model(*args, **kwargs)
+        fast_paths = self.engine.fast_paths
+        key = fast_path_key(args, kwargs) if fast_paths else None
+        if key is not None and not torch.compiler.is_compiling() and not autocast_enabled(key[2]):
+            result = self._fast_call(fast_paths, key, args[0])
+            if result is not UNFINISHED:
+                return result
         call = self.adapter.bind(args, kwargs)
         # Under torch.autocast only the base model's forwards run in low precision (BoundCall restores the
         # caller's autocast around them); the plan, the actions, reweighing and the reduction run in float32.
@@ -205,7 +218,7 @@ class SymmetrizedModel(nn.Module):
             for x in call.acted:
                 self.input_action.check(x, group)
             plan = self.method.plan_for_call(call, group)
-            return self.engine.run(
+            result = self.engine.run(
                 call,
                 self.adapter,
                 group,
@@ -217,6 +230,64 @@ class SymmetrizedModel(nn.Module):
                 second_moment=self.method.wants_second_moment,
                 method=self.method,
             )
+        self._learn_fast_path(args, kwargs, call, group, plan, result)
+        return result
+
+    def _fast_call(self, fast_paths: dict[FastPathKey, FastPath | None], key: FastPathKey, x: Tensor) -> Any:
+        """The steady-state call for ``x`` (:mod:`symwrap.fast_path`), or ``UNFINISHED`` (take the general path)."""
+        fast = fast_paths.get(key)
+        if fast is None:
+            return UNFINISHED
+        try:
+            result = fast(x)
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            fast_paths.clear()  # the general path backs off to smaller chunks
+            return UNFINISHED
+        if result is UNFINISHED:
+            fast_paths[key] = None  # the model's output changed type: this layout keeps the general path
+        return result
+
+    def _learn_fast_path(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], call: BoundCall, group: Group, plan: Plan, result: Any
+    ) -> None:
+        """After a general call: remember its fast path when the next call of this layout can only repeat it."""
+        key = fast_path_key(args, kwargs)
+        fast_paths = self.engine.fast_paths
+        if key is None or key in fast_paths or torch.compiler.is_compiling() or call.autocast.enabled:
+            return
+        method = self.method
+        eligible = (
+            type(call) is BoundCall
+            and call.locations == [("arg", 0)]
+            and not call.unbatched
+            and type(result) is Tensor  # one output tensor (a structured output keeps the general path)
+            and self.output_action is None
+            and method.static_plan(group)
+            and not method.needs_features
+            and not method.wants_second_moment
+            and self.engine.whole_orbit_in_one_chunk(call, group, self.input_action, plan)
+        )
+        fast = None
+        if eligible:
+            batch, copies = plan.elements.shape[:2]
+            flat = plan.elements.reshape(batch * copies, *plan.elements.shape[2:])
+            src = torch.arange(batch, device=flat.device).repeat_interleave(copies)
+            gather = self.input_action.row_gather(call.acted[0], src.to(key[2]), flat, group)
+            reweighing = method if method.reweighs else None
+            fast = FastPath(
+                call.model, gather, plan, reweighing, self.config.reduce, self.config.class_dim, result.dtype
+            )
+        if len(fast_paths) >= 16:
+            fast_paths.pop(next(iter(fast_paths)))
+        fast_paths[key] = fast
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        engine = self.__dict__.get("engine")
+        if engine is not None and name in _PLANNED_BY:  # the remembered fast paths were made from the old value
+            engine.fast_paths.clear()
+        super().__setattr__(name, value)
 
     def _group_for(self, shape: tuple[int, ...]) -> Group:
         key = tuple(shape[1:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from torch import Tensor
@@ -41,6 +42,23 @@ class Action(ABC):
         Returns:
             ``(R, ...)``, same trailing shape as ``x``.
         """
+
+    def row_gather(self, x: Tensor, src: Tensor, elements: Tensor, group: Group) -> Callable[[Tensor], Tensor]:
+        """``apply`` with ``src`` and ``elements`` fixed, for inputs shaped like ``x``: what the fast path of a static
+        plan calls every time (:mod:`symwrap.fast_path`).
+
+        The default calls :meth:`apply`; actions override it to precompute what depends only on the elements.
+
+        Args:
+            x: An input ``(B, ...)`` of the shape the returned function will take.
+            src: ``(R,)`` the input row of each output row.
+            elements: ``(R, *group.code_shape)``.
+            group: The group the codes belong to.
+
+        Returns:
+            ``x (B, ...) -> (R, ...)``, equal to ``apply(x, src, elements, group)``.
+        """
+        return lambda data: self.apply(data, src, elements, group)
 
     def check(self, x: object, group: Group, *, output: bool = False) -> None:
         """Raise :class:`InputLayoutError` when ``x`` (an input, or an output to pull back) does not fit."""

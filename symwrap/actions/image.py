@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -54,6 +55,9 @@ class ImageAction(Action):
         # call, so one torch.equal replaces a dozen small ops per chunk (it matters for small models at B=1).
         self._recent: dict[tuple, tuple[Tensor, Tensor]] = {}
         self._quarter_turns: dict[int, tuple[Group, bool]] = {}
+        # The last few (rows, pixel index, shape) -> flat source index of every output value: the same plan moves
+        # the same rows every call, so small inputs take one index_select instead of index_select + gather.
+        self._flat: dict[tuple, tuple[Tensor, Tensor, Tensor | None]] = {}
 
     def __repr__(self) -> str:
         return f"ImageAction(padding={self.padding!r}, interpolation={self.interpolation!r})"
@@ -91,7 +95,7 @@ class ImageAction(Action):
         key = (tuple(elements.shape), h, w, elements.device, elements.dtype)
         recent = self._recent.get(key)
         if recent is not None and torch.equal(recent[0], elements):
-            return _gather_pixels(x, src, recent[1])
+            return self._gather_cached(x, src, recent[1])
         integer = (elements - elements.round()).abs().amax() < 1e-6 if elements.numel() else True
         if not bool(integer):
             return self._resample(x, src, elements)
@@ -99,7 +103,42 @@ class ImageAction(Action):
         if len(self._recent) >= 8:
             self._recent.pop(next(iter(self._recent)))
         self._recent[key] = (elements.clone(), index)
-        return _gather_pixels(x, src, index)
+        return self._gather_cached(x, src, index)
+
+    def _gather_cached(self, x: Tensor, src: Tensor, index: Tensor) -> Tensor:
+        """:func:`_gather_pixels` as one ``index_select`` of the flattened input when ``src`` and ``index`` are the
+        very tensors of an earlier call (the engine reuses its row map, this action its pixel index) and the flat
+        index stays small (at most ``_FLAT_INDEX_LIMIT`` values: a 224² batch keeps the two-kernel gather)."""
+        values = src.shape[0] * x[0].numel()
+        if values > _FLAT_INDEX_LIMIT:
+            return _gather_pixels(x, src, index)
+        key = (id(src), id(index), tuple(x.shape), x.device)
+        cached = self._flat.get(key)
+        if cached is None or cached[0] is not src or cached[1] is not index:  # ids are only reused by dead tensors
+            # Build the flat index on the second sighting only: the rows of a chunk sliced anew every call never
+            # come back, so they keep the two-kernel gather and cost no index.
+            if len(self._flat) >= 8:
+                self._flat.pop(next(iter(self._flat)))
+            self._flat[key] = (src, index, None)
+            return _gather_pixels(x, src, index)
+        if cached[2] is None:
+            cached = self._flat[key] = (src, index, _flat_source_index(x, src, index))
+        return x.reshape(-1).index_select(0, cached[2]).view(src.shape[0], *x.shape[1:])
+
+    def row_gather(self, x: Tensor, src: Tensor, elements: Tensor, group: Group) -> Callable[[Tensor], Tensor]:
+        """For signed permutation matrices (exact rot90/flip/D4 elements) and shifts: one ``index_select`` of the
+        flattened input by a precomputed index (when it is small, see :meth:`_gather_cached`)."""
+        h, w = x.shape[-2:]
+        if elements.shape[1:] == (2,):
+            index = _shift_index(elements, h, w, group)
+        elif elements.numel() and bool((elements - elements.round()).abs().amax() < 1e-6):
+            index = self._permutation_index(elements.round(), h, w)
+        else:
+            return super().row_gather(x, src, elements, group)
+        if src.shape[0] * x[0].numel() > _FLAT_INDEX_LIMIT:
+            return lambda data: _gather_pixels(data, src, index)
+        flat, rows, shape = _flat_source_index(x, src, index), src.shape[0], tuple(x.shape[1:])
+        return lambda data: data.reshape(-1).index_select(0, flat).view(rows, *shape)
 
     def _has_quarter_turns(self, group: Group) -> bool:
         """Whether some element of a planar group swaps the two image axes (cached per group)."""
@@ -139,6 +178,11 @@ class ImageAction(Action):
         grid = F.affine_grid(theta.to(x.dtype), list(rows.shape), align_corners=False)
         out = F.grid_sample(rows, grid, mode=self.interpolation, padding_mode=self.padding, align_corners=False)
         return out.reshape(src.shape[0], *lead, h, w)
+
+
+#: Largest flat index (values) :meth:`ImageAction._gather_cached` and :meth:`ImageAction.row_gather` keep: 256 Ki
+#: int64 = 2 MiB. Beyond it the gather is bound by moving the data, not by launching a second kernel.
+_FLAT_INDEX_LIMIT = 1 << 18
 
 
 def _has_quarter_turns(group: Group) -> bool:
@@ -191,6 +235,16 @@ def _shift_index(shifts: Tensor, h: int, w: int, group: Group) -> Tensor:
     i = torch.remainder(torch.arange(h, device=shifts.device)[None, :, None] - dy, h)
     j = torch.remainder(torch.arange(w, device=shifts.device)[None, None, :] - dx, w)
     return (i * w + j).reshape(shifts.shape[0], h * w)
+
+
+def _flat_source_index(x: Tensor, src: Tensor, index: Tensor) -> Tensor:
+    """``(R·L·H·W,)`` index into ``x.reshape(-1)`` of every value of :func:`_gather_pixels`'s output
+    (``L`` = the values per pixel, e.g. channels)."""
+    per_row = x[0].numel()
+    pixels = index.shape[1]
+    planes = torch.arange(per_row // pixels, device=index.device)[None, :, None] * pixels
+    flat = src.to(index.device)[:, None, None] * per_row + planes + index[:, None, :]
+    return flat.reshape(-1).to(x.device)
 
 
 def _gather_pixels(x: Tensor, src: Tensor, index: Tensor) -> Tensor:

@@ -90,13 +90,14 @@ class BoundCall:
                 return value.index_select(0, src.to(value.device))
             return value
 
-        args = [tree_map(take, a) for a in self.args]
-        kwargs = {k: v if k in self.unbatched else tree_map(take, v) for k, v in self.kwargs.items()}
-        for loc, value in zip(self.locations, acted_rows):
-            if loc[0] == "arg":
-                args[loc[1]] = value
-            else:
-                kwargs[loc[1]] = value
+        # The acted arguments are replaced by their rows: gathering them too would copy every input row for nothing.
+        acted_args = {loc[1]: value for loc, value in zip(self.locations, acted_rows) if loc[0] == "arg"}
+        acted_kwargs = {loc[1]: value for loc, value in zip(self.locations, acted_rows) if loc[0] != "arg"}
+        args = [acted_args[i] if i in acted_args else tree_map(take, a) for i, a in enumerate(self.args)]
+        kwargs = {
+            k: acted_kwargs[k] if k in acted_kwargs else v if k in self.unbatched else tree_map(take, v)
+            for k, v in self.kwargs.items()
+        }
         return args, kwargs
 
 

@@ -117,6 +117,12 @@ class Method(nn.Module):
         """The elements to evaluate for inputs ``x`` ``(B, ...)`` (the data the group acts on)."""
         raise NotImplementedError
 
+    def static_plan(self, group: Group) -> bool:
+        """Whether :meth:`plan_for_call` depends only on the input's shape and device, never on its values or on
+        other arguments (the whole group, a seeded draw). A wrapped call may then reuse the plan of the last call of
+        the same shape (:mod:`symwrap.fast_path`). Default ``False``: methods that look at the data keep it."""
+        return False
+
     def plan_for_call(self, call: BoundCall, group: Group) -> Plan:
         """The plan for one bound model call (what the wrapper asks for).
 

@@ -102,6 +102,11 @@ class FrameAveraging(Method):
                 "for other continuous groups."
             )
 
+    def static_plan(self, group: Group) -> bool:
+        # Point-cloud and set frames are computed from the data; a finite group's frame is the whole group.
+        point_or_set = point_group_spec(group) is not None or isinstance(group, PermutationGroup)
+        return not point_or_set and isinstance(group, FiniteGroup) and self.options.mask is None
+
     def plan_for_call(self, call: BoundCall, group: Group) -> Plan:
         return self.plan(call.acted[0], group, mask=mask_from_call(call, self.options.mask))
 

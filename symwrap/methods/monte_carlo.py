@@ -50,6 +50,9 @@ class MonteCarlo(Method):
         super().__init__(**options)
         self._last: tuple[Group, int, torch.device, Plan] | None = None
 
+    def static_plan(self, group: Group) -> bool:
+        return self.options.seed is not None and _draw_ignores_input(group)  # the same seeded draw every call
+
     def plan(self, x: Tensor, group: Group) -> Plan:
         # A seeded draw that does not look at the data is the same every call for a batch size: reuse it (no
         # per-call torch.Generator, which torch.compile cannot trace).

@@ -1,0 +1,93 @@
+"""The steady-state path of a wrapped call: the same few kernels as a hand-written orbit average, nothing else.
+
+After a call has gone through the general engine (bind, plan, chunk, act, forward, select, pull back, reduce), a
+call that can only repeat the same decisions takes this path instead. That is the case when
+
+- the model is called as ``wrapped(x)`` with one positional tensor, autocast off and no ``torch.compile`` tracing;
+- the method's plan does not look at the input's values (:meth:`Method.static_plan`: group averaging, equizero,
+  frame averaging over a finite group), so the plan of the last call of the same shape is the plan of this one;
+- the whole orbit fits one chunk, the output is one floating-point tensor (invariant: nothing to pull back), and
+  the method needs no per-copy features.
+
+Then a call is: one gather of the copies (the input action's :meth:`~symwrap.actions.base.Action.row_gather`, one
+``index_select`` for exact image groups), the base model's forward, the method's reweighing if any, and one
+batched matmul for the weighted sum. On small models the general path's Python bookkeeping (around 0.1 ms a call)
+is a visible share of the time (``benchmarks/bench_suite.py``, ``benchmarks/bench_overhead.py``); this path is
+what lets an 8×8 CNN at batch 1 run near the cost of its |G| forwards. The result is the general path's, exactly
+the same arithmetic (``tests/test_fast_path.py`` compares them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from symwrap.methods.base import Method, Plan
+from symwrap.reduce import combine_reweighed, reduce_whole_orbit
+
+__all__ = ["UNFINISHED", "FastPath", "FastPathKey", "fast_path_key"]
+
+#: ``(shape, dtype, device)`` of the acted input: the fast path of one input layout.
+FastPathKey = tuple[torch.Size, torch.dtype, torch.device]
+
+#: Marks a call the fast path did not finish (none is known for the layout, or the model returned another output
+#: type): the caller runs the general path instead.
+UNFINISHED = object()
+
+
+def fast_path_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> FastPathKey | None:
+    """The key of a call ``wrapped(x)`` with one tensor and no keywords, or ``None`` for any other call."""
+    if kwargs or len(args) != 1:
+        return None
+    x = args[0]
+    if type(x) is not Tensor and not isinstance(x, Tensor):
+        return None
+    return (x.shape, x.dtype, x.device)
+
+
+class FastPath:
+    """One input layout's steady-state call (see the module docstring).
+
+    Args:
+        model: The base model (called on the ``(B·k, ...)`` copies).
+        gather: ``x (B, ...) -> copies (B·k, ...)`` in the engine's row order ``r = b·k + j``.
+        plan: The static plan (``elements (B, k, ...)``, ``weights (B, k)``).
+        method: The method, when it reweighs the copies from their outputs (equizero), else ``None``.
+        reduce: The reduction space (:data:`~symwrap.reduce.REDUCE_SPACES`).
+        class_dim: The class axis for ``probs``/``log_probs`` and the method's reweighing.
+        dtype: The dtype of the combined output in the general call (float32 or float64): the dtype of the sum.
+    """
+
+    __slots__ = ("batch", "class_dim", "copies", "dtype", "gather", "method", "model", "plan", "reduce", "weights")
+
+    def __init__(
+        self,
+        model: nn.Module,
+        gather: Callable[[Tensor], Tensor],
+        plan: Plan,
+        method: Method | None,
+        reduce: str,
+        class_dim: int,
+        dtype: torch.dtype,
+    ) -> None:
+        self.model, self.gather, self.plan, self.method = model, gather, plan, method
+        self.reduce, self.class_dim, self.dtype = reduce, class_dim, dtype
+        self.batch, self.copies = plan.weights.shape
+        self.weights = plan.weights.to(dtype).unsqueeze(1)  # (B, 1, k): the weighted sum as a batched matmul
+
+    def __call__(self, x: Tensor) -> Any:
+        """The symmetrized output for ``x`` ``(B, ...)``, or :data:`UNFINISHED`."""
+        y = self.model(self.gather(x))
+        if type(y) is not Tensor:
+            return UNFINISHED
+        if self.method is not None:
+            values = y.reshape(self.batch, self.copies, *y.shape[1:])
+            reweighing = self.method.reweigh(self.plan, [values], None, self.class_dim)
+            return combine_reweighed([y], reweighing, self.reduce, self.class_dim)[0]
+        if self.reduce == "logits" and y.dtype == self.dtype:
+            summed = torch.bmm(self.weights, y.reshape(self.batch, self.copies, -1))
+            return summed.reshape(self.batch, *y.shape[1:])
+        return reduce_whole_orbit([y], self.plan.weights, self.reduce, self.class_dim)[0]
