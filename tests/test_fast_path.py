@@ -1,0 +1,230 @@
+"""The steady-state fast path (symwrap.fast_path): taken only where it repeats the general path, with its result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.testing import assert_close
+
+import symwrap
+from symwrap.fast_path import FastPath
+from tests.conftest import SmallCNN
+
+
+def d4_images(x: Tensor) -> list[Tensor]:
+    rotations = [torch.rot90(x, k, (-2, -1)) for k in range(4)]
+    return rotations + [torch.flip(r, dims=[-1]) for r in rotations]
+
+
+def fast_path_of(wrapped: symwrap.SymmetrizedModel, x: Tensor) -> FastPath | None:
+    return wrapped.engine.fast_paths.get((x.shape, x.dtype, x.device))
+
+
+class TupleThenTensor(nn.Module):
+    """Returns a tensor, and a tuple once ``tuple_output`` is set (an output type the fast path does not know)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = SmallCNN(8)
+        self.tuple_output = False
+
+    def forward(self, x: Tensor) -> Any:
+        y = self.net(x)
+        return (y, y.sum(-1)) if self.tuple_output else y
+
+
+STATIC_METHODS = [
+    ("group_averaging", {}),
+    ("equizero", {}),
+    ("frame_averaging", {}),
+    ("monte_carlo", {"samples": 5, "seed": 3}),
+]
+
+
+@pytest.mark.parametrize(("method", "options"), STATIC_METHODS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fast_path_is_taken_and_repeats_the_general_result_exactly(method: str, options: dict, batch: int) -> None:
+    model = SmallCNN(8).eval()
+    x = torch.randn(batch, 3, 8, 8)
+    wrapped = symwrap.wrap(model, "d4", method, chunk_size=None, **options).eval()
+    with torch.no_grad():
+        general = wrapped(x)  # the first call of a layout takes the general path and learns the fast one
+        assert isinstance(fast_path_of(wrapped, x), FastPath)
+        fast = wrapped(x)
+    assert_close(fast, general, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("method", "options"), STATIC_METHODS[:3])
+def test_fast_path_stays_exactly_invariant_on_a_non_invariant_model(method: str, options: dict) -> None:
+    model = SmallCNN(8).eval()
+    x = torch.randn(2, 3, 8, 8)
+    wrapped = symwrap.wrap(model, "d4", method, chunk_size=None, **options).eval()
+    with torch.no_grad():
+        assert not torch.allclose(model(x), model(torch.rot90(x, 1, (-2, -1))), atol=1e-3)
+        reference = wrapped(x)
+        assert fast_path_of(wrapped, x) is not None
+        for moved in d4_images(x)[1:]:
+            assert_close(wrapped(moved), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_path_with_shifts_and_probs_matches_the_general_path() -> None:
+    model = SmallCNN(8).eval()
+    x = torch.randn(2, 3, 8, 8)
+    wrapped = symwrap.wrap(model, "shift", chunk_size=None, reduce="probs", group_options={"stride": 4}).eval()
+    with torch.no_grad():
+        general = wrapped(x)
+        assert fast_path_of(wrapped, x) is not None
+        assert_close(wrapped(x), general, rtol=0, atol=0)
+        assert_close(wrapped(torch.roll(x, (4, 4), dims=(-2, -1))), general, rtol=1e-5, atol=1e-6)
+
+
+def test_fast_path_gradients_match_the_general_path() -> None:
+    model = SmallCNN(8)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    wrapped = symwrap.wrap(model, "d4", chunk_size=None)
+    wrapped(x).square().sum().backward()  # general
+    general_x, general_w = x.grad.clone(), model.head.weight.grad.clone()
+    x.grad, model.head.weight.grad = None, None
+    assert fast_path_of(wrapped, x) is not None
+    wrapped(x).square().sum().backward()  # fast
+    assert_close(x.grad, general_x, rtol=1e-6, atol=1e-7)
+    assert_close(model.head.weight.grad, general_w, rtol=1e-6, atol=1e-7)
+
+
+def test_equizero_straight_through_training_matches_on_the_fast_path() -> None:
+    model = SmallCNN(8)
+    x = torch.randn(3, 3, 8, 8)
+    wrapped = symwrap.wrap(model, "d4", "equizero", chunk_size=None, straight_through=True).train()
+    general = wrapped(x)
+    general.sum().backward()
+    general_grad = model.head.bias.grad.clone()
+    model.head.bias.grad = None
+    assert fast_path_of(wrapped, x) is not None
+    fast = wrapped(x)
+    fast.sum().backward()
+    assert_close(fast, general, rtol=0, atol=0)
+    assert_close(model.head.bias.grad, general_grad, rtol=1e-6, atol=1e-7)
+
+
+class EquivariantNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: symwrap.wrap(SmallCNN(8), "d4", chunk_size=4), id="orbit-split-in-chunks"),
+        pytest.param(lambda: symwrap.wrap(EquivariantNet(), "d4", output="equivariant"), id="equivariant-output"),
+        pytest.param(lambda: symwrap.wrap(SmallCNN(8), "d4", "monte_carlo", samples=3), id="unseeded-draw"),
+        pytest.param(
+            lambda: symwrap.wrap(SmallCNN(8), "d4", "lambda_equitune", features="features"), id="lambda-features"
+        ),
+        pytest.param(lambda: symwrap.wrap(SmallCNN(8), "d4", "canonicalization"), id="data-dependent-plan"),
+        pytest.param(
+            lambda: symwrap.wrap(SmallCNN(8), "d4", "monte_carlo", samples=3, seed=0, return_stderr=True),
+            id="standard-errors",
+        ),
+    ],
+)
+def test_calls_the_fast_path_cannot_repeat_keep_the_general_path(make: Any) -> None:
+    wrapped = make().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        first = wrapped(x)
+        assert fast_path_of(wrapped, x) is None
+        second = wrapped(x)
+    if isinstance(first, Tensor) and wrapped.method.name != "monte_carlo":  # an unseeded draw differs per call
+        assert_close(second, first)
+
+
+def test_keyword_calls_and_autocast_take_the_general_path() -> None:
+    model = SmallCNN(8).eval()
+    wrapped = symwrap.wrap(model, "d4", chunk_size=None).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        wrapped(x=x)
+        assert wrapped.engine.fast_paths == {}, "a keyword call learns nothing"
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = wrapped(x)
+        assert wrapped.engine.fast_paths == {}, "an autocast call learns nothing"
+        full = wrapped(x)
+        assert fast_path_of(wrapped, x) is not None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            again = wrapped(x)  # a fast path is known for the layout, but autocast is on: the general path
+    assert low.dtype == again.dtype == full.dtype == torch.float32
+    assert_close(again, low, rtol=0, atol=0)
+
+
+def test_a_model_whose_output_type_changes_falls_back_to_the_general_path() -> None:
+    model = TupleThenTensor().eval()
+    wrapped = symwrap.wrap(model, "d4", chunk_size=None).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        single = wrapped(x)
+        assert fast_path_of(wrapped, x) is not None
+        model.tuple_output = True
+        out = wrapped(x)
+        assert isinstance(out, tuple) and len(out) == 2  # the general path's structured output
+        assert wrapped.engine.fast_paths[(x.shape, x.dtype, x.device)] is None  # not tried again for this layout
+        assert_close(out[0], single, rtol=1e-6, atol=1e-6)
+        moved = wrapped(torch.rot90(x, 1, (-2, -1)))
+        assert_close(moved[0], out[0], rtol=1e-5, atol=1e-5)
+        assert_close(moved[1], out[1], rtol=1e-5, atol=1e-5)
+
+
+def test_changing_chunking_or_the_method_forgets_the_fast_paths() -> None:
+    wrapped = symwrap.wrap(SmallCNN(8), "d4", chunk_size=None).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        wrapped(x)
+        assert fast_path_of(wrapped, x) is not None
+        wrapped.engine.chunk_size = 4
+        assert wrapped.engine.fast_paths == {}
+        wrapped(x)
+        assert fast_path_of(wrapped, x) is None, "4 rows per forward: the orbit of 16 rows is split"
+        wrapped.engine.chunk_size = None
+        wrapped(x)
+        assert fast_path_of(wrapped, x) is not None
+        wrapped.method = symwrap.get_method("equizero")
+        assert wrapped.engine.fast_paths == {}
+
+
+def test_a_new_input_shape_learns_its_own_fast_path() -> None:
+    wrapped = symwrap.wrap(SmallCNN(8), "d4", chunk_size=None).eval()
+    with torch.no_grad():
+        for batch in (1, 2, 1):
+            x = torch.randn(batch, 3, 8, 8)
+            reference = wrapped(x)
+            assert_close(wrapped(torch.rot90(x, 1, (-2, -1))), reference, rtol=1e-5, atol=1e-5)
+    assert len(wrapped.engine.fast_paths) == 2
+
+
+def test_out_of_memory_on_the_fast_path_retries_on_the_general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = SmallCNN(8).eval()
+    wrapped = symwrap.wrap(model, "d4", chunk_size=None).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        reference = wrapped(x)
+        assert fast_path_of(wrapped, x) is not None
+        original = model.forward
+        calls = {"n": 0}
+
+        def fails_once(inputs: Tensor) -> Tensor:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+            return original(inputs)
+
+        monkeypatch.setattr(model, "forward", fails_once)
+        out = wrapped(x)
+    assert calls["n"] == 2, "the fast forward failed once, then the general path ran"
+    assert_close(out, reference, rtol=1e-6, atol=1e-6)
+    assert fast_path_of(wrapped, x) is not None, "forgotten after the failure, then learned again"
