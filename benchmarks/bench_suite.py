@@ -181,12 +181,14 @@ def _chunk_choice(w: Any) -> int | None:
     return next(iter(cache.values())) if len(cache) == 1 else None
 
 
-def timed(fn: Callable[[], Any], device: torch.device) -> float:
+def timed(fn: Callable[[], Any], device: torch.device, calls: int = 1) -> float:
+    """Seconds per call of ``calls`` back-to-back calls of ``fn``."""
     _sync(device)
     start = time.perf_counter()
-    fn()
+    for _ in range(calls):
+        fn()
     _sync(device)
-    return time.perf_counter() - start
+    return (time.perf_counter() - start) / calls
 
 
 @dataclass
@@ -200,6 +202,7 @@ class Cell:
     group: str
     copies: int
     rounds: int = 0
+    calls_per_sample: int = 1
     median_s: dict[str, float] = field(default_factory=dict)
     spread_s: dict[str, tuple[float, float]] = field(default_factory=dict)
     first_call_s: dict[str, float] = field(default_factory=dict)
@@ -219,6 +222,7 @@ def run_cell(
     min_rounds: int,
     budget_s: float,
     only: set[str] | None = None,
+    sample_s: float = 0.02,
 ) -> Cell:
     """Time one cell; ``only`` keeps just these strategies (the limit's two are always kept)."""
     torch.manual_seed(1)
@@ -241,14 +245,19 @@ def run_cell(
                 del fns[name]
         for name, w in wrapped.items():
             cell.chunk[name] = _chunk_choice(w)
-        per_round = sum(timed(fn, device) for fn in fns.values())  # one round, also a warm-up
+        warm = {name: timed(fn, device) for name, fn in fns.items()}  # one round, also a warm-up
+        # A sample of a sub-millisecond cell is several back-to-back calls (the same number for every strategy of
+        # the cell), so that it lasts about `sample_s`: one call alone, between other strategies' calls, measures
+        # timer and cold-cache noise more than the strategy.
+        calls = max(1, int(sample_s / max(min(warm.values()), 1e-9)))
+        per_round = sum(warm.values()) * calls
         rounds = int(max(min_rounds, min(max_rounds, budget_s // max(per_round, 1e-9))))
         samples: dict[str, list[float]] = {n: [] for n in fns}
         names = list(fns)
         for r in range(rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
-                samples[name].append(timed(fns[name], device))
-    cell.rounds = rounds
+                samples[name].append(timed(fns[name], device, calls))
+    cell.rounds, cell.calls_per_sample = rounds, calls
     cell.median_s = {n: statistics.median(s) for n, s in samples.items()}
     cell.spread_s = {n: (min(s), max(s)) for n, s in samples.items()}
     med = cell.median_s
@@ -343,6 +352,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=7, help="at most this many timed rounds per cell")
     p.add_argument("--min-rounds", type=int, default=3)
     p.add_argument("--budget-s", type=float, default=60.0, help="timed seconds per cell (rounds shrink to fit)")
+    p.add_argument(
+        "--sample-ms",
+        type=float,
+        default=20.0,
+        help="a timed sample repeats the call back to back until it lasts about this long (fast cells)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: digits_cnn and point_mlp, B=1,8, fp32")
     p.add_argument(
         "--default-malloc",
@@ -402,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.min_rounds,
                         args.budget_s,
                         set(args.strategies.split(",")) if args.strategies else None,
+                        args.sample_ms / 1000,
                     )
                     cells.append(cell)
                     print_cell(cell, target)

@@ -10,10 +10,12 @@ smallest up, stopping once a candidate is clearly slower than the best so far (t
 cost for large models on CPU, where the biggest chunks are the slowest and the most expensive to time).
 The choice is cached per (input shapes, dtypes, device, copies).
 
-The choice is the *smallest* candidate whose estimate is within ``tolerance`` (3 %) of the fastest: a
-larger chunk needs more memory, and on CPUs the timing of large chunks is the least repeatable — once
-activations outgrow what the allocator keeps cached (glibc returns large freed blocks to the OS), every
-call pays page faults. The median (not the minimum) of the repeats keeps a lucky repeat from winning.
+The choice is the whole orbit in one forward when its estimate is within ``tolerance`` (3 %) of the fastest
+(such calls skip the chunk loop and take the fast path of :mod:`symwrap.fast_path`); otherwise the *smallest*
+candidate within ``tolerance`` of the fastest: a larger chunk needs more memory, and on CPUs the timing of large
+chunks is the least repeatable — once activations outgrow what the allocator keeps cached (glibc returns large
+freed blocks to the OS), every call pays page faults. The median (not the minimum) of the repeats keeps a lucky
+repeat from winning.
 
 Memory: with a :class:`~symwrap.memory.MemoryBudget` (by default 0.9 of the free memory, lowered by ``max_memory``)
 every candidate's warm-up forward is measured, a candidate predicted or measured over the budget is dropped with
@@ -162,7 +164,7 @@ class ChunkTuner:
                     break
             if not estimates:  # the smallest candidate was predicted to fit but measured over the budget
                 estimates[self._largest_fitting(guard, candidates[0], measure, device)] = math.nan
-        best = pick_chunk(estimates, self.tolerance) if len(estimates) > 1 else next(iter(estimates))
+        best = pick_chunk(estimates, self.tolerance, whole=rows) if len(estimates) > 1 else next(iter(estimates))
         self.cache[key] = best
         self.timings[key] = estimates
         self.pruned[key] = pruned
@@ -215,10 +217,17 @@ class ChunkTuner:
         return time.perf_counter() - start
 
 
-def pick_chunk(estimates: dict[int, float], tolerance: float = 0.03) -> int:
-    """The smallest chunk size whose estimated seconds per call are within ``tolerance`` of the fastest."""
+def pick_chunk(estimates: dict[int, float], tolerance: float = 0.03, whole: int | None = None) -> int:
+    """The chunk size to use: ``whole`` (all rows in one forward) when its estimate is within ``tolerance`` of the
+    fastest, else the smallest chunk size that is.
+
+    The whole orbit in one chunk is preferred on a near-tie because its calls skip the per-chunk loop and take the
+    fast path (:mod:`symwrap.fast_path`), a saving the tuner's timings of bare forwards do not see; the memory
+    budget has already dropped it when it does not fit.
+    """
     fastest = min(estimates.values())
-    return min(c for c, seconds in estimates.items() if seconds <= fastest * (1 + tolerance))
+    near = [c for c, seconds in estimates.items() if seconds <= fastest * (1 + tolerance)]
+    return whole if whole in near else min(near)
 
 
 def _runs(forward: Callable[[], None]) -> bool:

@@ -267,6 +267,13 @@ def test_auto_prefers_the_smallest_chunk_within_tolerance_of_the_fastest() -> No
     assert pick_chunk({16: 0.1, 128: 0.1}, tolerance=0.0) == 16
 
 
+def test_auto_prefers_the_whole_orbit_on_a_near_tie() -> None:
+    from symwrap.chunking import pick_chunk
+
+    assert pick_chunk({8: 0.30, 64: 0.104, 128: 0.100, 512: 0.104}, tolerance=0.05, whole=512) == 512
+    assert pick_chunk({8: 0.30, 64: 0.104, 128: 0.100, 512: 0.2}, tolerance=0.05, whole=512) == 64
+
+
 def test_unbatched_keyword_arguments_reach_every_chunk_unchanged() -> None:
     """A keyword argument named in ``unbatched`` (CLIP prompts: as many as images) is never gathered by row."""
     from symwrap.adapters.base import BoundCall
