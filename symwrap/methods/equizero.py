@@ -64,10 +64,9 @@ def max_logit(outputs: Tensor, class_dim: int = -1) -> Tensor:
 
 def select_lowest(losses: Tensor) -> Tensor:
     """One-hot ``(B, k)`` weights on the lowest loss per row; ties go to the lowest index, NaN never wins."""
-    losses = torch.nan_to_num(losses.float(), nan=torch.inf)
-    is_min = losses == losses.amin(dim=1, keepdim=True)
-    first = torch.cumsum(is_min.int(), dim=1) == 1  # the first minimum in slot order
-    return (is_min & first).float()
+    losses = torch.nan_to_num(losses.float(), nan=torch.inf)  # argmin would pick a NaN
+    first = losses.argmin(dim=1, keepdim=True)  # documented: the first index among equal minima
+    return torch.zeros_like(losses).scatter_(1, first, 1.0)
 
 
 @dataclass
