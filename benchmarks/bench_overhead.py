@@ -5,6 +5,8 @@ the time of a wrapped call minus one plain forward of the 8 copies is what the w
 arguments, the plan, the gather of the copies, the reduction, and each method's own work (equizero's proxy,
 λ-equitune's feature capture and λ-net, the canonicalizer network). This is what makes small models miss the
 suite's ratio target at small batches (``bench_suite.py``): the whole limit of the digits CNN at B = 1 is ~0.4 ms.
+Each method is timed as ``wrap()`` returns it (steady calls take the fast path where it applies, see
+``symwrap/fast_path.py``) and with ``engine.use_fast_path = False`` (``(general)``: every call through the engine).
 
     python benchmarks/bench_overhead.py
 """
@@ -55,18 +57,21 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.randn(1, 1, 8, 8)
     stack = torch.randn(8, 1, 8, 8)
     print(f"symwrap {symwrap.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'method':<18} {'wrapped µs':>11} {'plain 8 rows µs':>16} {'added µs':>9}")
+    print(f"{'method':<28} {'wrapped µs':>11} {'plain 8 rows µs':>16} {'added µs':>9}")
     with torch.no_grad():
         for method, options in METHODS.items():
             wrapped = symwrap.wrap(model, "d4", method, chunk_size=8, **options).eval()
-            runs: dict[str, Callable[[], Any]] = {"": lambda w=wrapped: w(x)}
+            general = symwrap.wrap(model, "d4", method, chunk_size=8, **options).eval()
+            general.engine.use_fast_path = False
+            general.method.load_state_dict(wrapped.method.state_dict())
+            runs: dict[str, Callable[[], Any]] = {"": lambda w=wrapped: w(x), " (general)": lambda w=general: w(x)}
             if args.compile:
                 compiled = torch.compile(wrapped)
                 runs[" (compiled)"] = lambda c=compiled: c(x)
             for suffix, run in runs.items():
                 wrapped_us = per_call_us(run, args.calls, args.rounds)
                 plain_us = per_call_us(lambda: model(stack), args.calls, args.rounds)
-                print(f"{method + suffix:<18} {wrapped_us:>11.0f} {plain_us:>16.0f} {wrapped_us - plain_us:>9.0f}")
+                print(f"{method + suffix:<28} {wrapped_us:>11.0f} {plain_us:>16.0f} {wrapped_us - plain_us:>9.0f}")
     return 0
 
 

@@ -86,6 +86,8 @@ class OrbitEngine:
         #: Steady-state calls per input layout (:mod:`symwrap.fast_path`), ``None`` where a layout has none. The
         #: wrapper fills it; changing :attr:`chunk_size` or backing off after out-of-memory empties it.
         self.fast_paths: dict[Any, Any] = {}
+        #: Set to ``False`` to run every call through the general path (for comparisons and debugging).
+        self.use_fast_path = True
         self.chunk_size = chunk_size
         self.tuner = tuner or ChunkTuner()
         self._row_maps: dict[tuple, tuple[Tensor, Tensor]] = {}

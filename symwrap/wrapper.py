@@ -255,7 +255,9 @@ class SymmetrizedModel(nn.Module):
         """After a general call: remember its fast path when the next call of this layout can only repeat it."""
         key = fast_path_key(args, kwargs)
         fast_paths = self.engine.fast_paths
-        if key is None or key in fast_paths or torch.compiler.is_compiling() or call.autocast.enabled:
+        if key is None or key in fast_paths or not self.engine.use_fast_path:
+            return
+        if torch.compiler.is_compiling() or call.autocast.enabled:
             return
         method = self.method
         eligible = (

@@ -228,3 +228,13 @@ def test_out_of_memory_on_the_fast_path_retries_on_the_general_path(monkeypatch:
     assert calls["n"] == 2, "the fast forward failed once, then the general path ran"
     assert_close(out, reference, rtol=1e-6, atol=1e-6)
     assert fast_path_of(wrapped, x) is not None, "forgotten after the failure, then learned again"
+
+
+def test_use_fast_path_false_keeps_every_call_on_the_general_path() -> None:
+    wrapped = symwrap.wrap(SmallCNN(8), "d4", chunk_size=None).eval()
+    wrapped.engine.use_fast_path = False
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        first, second = wrapped(x), wrapped(x)
+    assert wrapped.engine.fast_paths == {}
+    assert_close(second, first, rtol=0, atol=0)
