@@ -86,8 +86,7 @@ class OrbitEngine:
         #: Steady-state calls per input layout (:mod:`symwrap.fast_path`), ``None`` where a layout has none. The
         #: wrapper fills it; changing :attr:`chunk_size` or backing off after out-of-memory empties it.
         self.fast_paths: dict[Any, Any] = {}
-        #: Set to ``False`` to run every call through the general path (for comparisons and debugging).
-        self.use_fast_path = True
+        self._use_fast_path = True
         self.chunk_size = chunk_size
         self.tuner = tuner or ChunkTuner()
         self._row_maps: dict[tuple, tuple[Tensor, Tensor]] = {}
@@ -101,6 +100,17 @@ class OrbitEngine:
     def chunk_size(self, value: ChunkSize) -> None:
         self._chunk_size = value
         self.fast_paths.clear()  # they were chosen for the old chunking
+
+    @property
+    def use_fast_path(self) -> bool:
+        """Whether steady calls may take the fast path; ``False`` runs every call through the engine (for
+        comparisons and debugging) and forgets the fast paths learned so far."""
+        return self._use_fast_path
+
+    @use_fast_path.setter
+    def use_fast_path(self, value: bool) -> None:
+        self._use_fast_path = bool(value)
+        self.fast_paths.clear()
 
     def whole_orbit_in_one_chunk(self, call: BoundCall, group: Group, action: Action, plan: Plan) -> bool:
         """Whether a call like ``call`` runs all its ``B·k`` rows in one forward (after the call that tuned it)."""

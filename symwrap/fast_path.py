@@ -6,15 +6,15 @@ call that can only repeat the same decisions takes this path instead. That is th
 - the model is called as ``wrapped(x)`` with one positional tensor, autocast off and no ``torch.compile`` tracing;
 - the method's plan does not look at the input's values (:meth:`Method.static_plan`: group averaging, equizero,
   frame averaging over a finite group), so the plan of the last call of the same shape is the plan of this one;
-- the whole orbit fits one chunk, the output is one floating-point tensor (invariant: nothing to pull back), and
-  the method needs no per-copy features.
+- the whole orbit fits one chunk and the output is one floating-point tensor (invariant: nothing to pull back).
 
 Then a call is: one gather of the copies (the input action's :meth:`~symwrap.actions.base.Action.row_gather`, one
-``index_select`` for exact image groups), the base model's forward, the method's reweighing if any, and one
-batched matmul for the weighted sum. On small models the general path's Python bookkeeping (around 0.1 ms a call)
-is a visible share of the time (``benchmarks/bench_suite.py``, ``benchmarks/bench_overhead.py``); this path is
-what lets an 8×8 CNN at batch 1 run near the cost of its |G| forwards. The result is the general path's, exactly
-the same arithmetic (``tests/test_fast_path.py`` compares them).
+``index_select`` for exact image groups), the base model's forward (with the per-copy features for λ-equitune), the
+method's reweighing if any, and one batched matmul for the weighted sum. On small models the general path's
+Python bookkeeping (around 0.1 ms a call) is a visible share of the time (``benchmarks/bench_suite.py``,
+``benchmarks/bench_overhead.py``); this path is what lets an 8×8 CNN at batch 1 run near the cost of its |G|
+forwards. The result is the general path's, exactly the same arithmetic (``tests/test_fast_path.py`` compares
+them).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from symwrap.adapters.base import Adapter, BoundCall
 from symwrap.methods.base import Method, Plan
 from symwrap.reduce import combine_reweighed, reduce_whole_orbit
 
@@ -59,9 +60,26 @@ class FastPath:
         reduce: The reduction space (:data:`~symwrap.reduce.REDUCE_SPACES`).
         class_dim: The class axis for ``probs``/``log_probs`` and the method's reweighing.
         dtype: The dtype of the combined output in the general call (float32 or float64): the dtype of the sum.
+        features: For a method that reweighs from per-copy features: the bound call of the general call (its acted
+            argument is always replaced by the copies), the adapter and the rows' source inputs ``src`` ``(B·k,)``,
+            for :meth:`Method.features_and_output`.
     """
 
-    __slots__ = ("batch", "class_dim", "copies", "dtype", "gather", "method", "model", "plan", "reduce", "weights")
+    __slots__ = (
+        "adapter",
+        "batch",
+        "call",
+        "class_dim",
+        "copies",
+        "dtype",
+        "gather",
+        "method",
+        "model",
+        "plan",
+        "reduce",
+        "src",
+        "weights",
+    )
 
     def __init__(
         self,
@@ -72,20 +90,30 @@ class FastPath:
         reduce: str,
         class_dim: int,
         dtype: torch.dtype,
+        features: tuple[BoundCall, Adapter, Tensor] | None = None,
     ) -> None:
         self.model, self.gather, self.plan, self.method = model, gather, plan, method
         self.reduce, self.class_dim, self.dtype = reduce, class_dim, dtype
         self.batch, self.copies = plan.weights.shape
         self.weights = plan.weights.to(dtype).unsqueeze(1)  # (B, 1, k): the weighted sum as a batched matmul
+        self.call, self.adapter, self.src = features if features is not None else (None, None, None)
 
     def __call__(self, x: Tensor) -> Any:
         """The symmetrized output for ``x`` ``(B, ...)``, or :data:`UNFINISHED`."""
-        y = self.model(self.gather(x))
+        rows = self.gather(x)
+        features = None
+        if self.call is not None:  # λ-equitune: the method's features forward (hooked submodule, feature model)
+            assert self.method is not None
+            features, y = self.method.features_and_output(self.call, [rows], self.src, self.adapter)
+        else:
+            y = self.model(rows)
         if type(y) is not Tensor:
             return UNFINISHED
         if self.method is not None:
             values = y.reshape(self.batch, self.copies, *y.shape[1:])
-            reweighing = self.method.reweigh(self.plan, [values], None, self.class_dim)
+            if features is not None:
+                features = features.reshape(self.batch, self.copies, -1)
+            reweighing = self.method.reweigh(self.plan, [values], features, self.class_dim)
             return combine_reweighed([y], reweighing, self.reduce, self.class_dim)[0]
         if self.reduce == "logits" and y.dtype == self.dtype:
             summed = torch.bmm(self.weights, y.reshape(self.batch, self.copies, -1))

@@ -267,7 +267,6 @@ class SymmetrizedModel(nn.Module):
             and type(result) is Tensor  # one output tensor (a structured output keeps the general path)
             and self.output_action is None
             and method.static_plan(group)
-            and not method.needs_features
             and not method.wants_second_moment
             and self.engine.whole_orbit_in_one_chunk(call, group, self.input_action, plan)
         )
@@ -276,10 +275,16 @@ class SymmetrizedModel(nn.Module):
             batch, copies = plan.elements.shape[:2]
             flat = plan.elements.reshape(batch * copies, *plan.elements.shape[2:])
             src = torch.arange(batch, device=flat.device).repeat_interleave(copies)
-            gather = self.input_action.row_gather(call.acted[0], src.to(key[2]), flat, group)
+            src = src.to(key[2])
+            gather = self.input_action.row_gather(call.acted[0], src, flat, group)
             reweighing = method if method.reweighs else None
+            features = None
+            if method.needs_features:  # the call's acted argument is always replaced: drop the input it holds
+                call.args, call.acted = [None], []
+                features = (call, self.adapter, src)
+            config = self.config
             fast = FastPath(
-                call.model, gather, plan, reweighing, self.config.reduce, self.config.class_dim, result.dtype
+                call.model, gather, plan, reweighing, config.reduce, config.class_dim, result.dtype, features
             )
         if len(fast_paths) >= 16:
             fast_paths.pop(next(iter(fast_paths)))
