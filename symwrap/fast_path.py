@@ -3,7 +3,7 @@
 After a call has gone through the general engine (bind, plan, chunk, act, forward, select, pull back, reduce), a
 call that can only repeat the same decisions takes this path instead. That is the case when
 
-- the model is called as ``wrapped(x)`` with one positional tensor, autocast off and no ``torch.compile`` tracing;
+- the model is called as ``wrapped(x)`` with one positional tensor, and no ``torch.compile`` tracing;
 - the method's plan does not look at the input's values (:meth:`Method.static_plan`: group averaging, equizero,
   frame averaging over a finite group), so the plan of the last call of the same shape is the plan of this one;
 - the whole orbit fits one chunk and the output is one floating-point tensor (invariant: nothing to pull back).
@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from symwrap.adapters.base import Adapter, BoundCall
+from symwrap.autocast import AutocastState, autocast_enabled
 from symwrap.methods.base import Method, Plan
 from symwrap.reduce import combine_reweighed, reduce_whole_orbit
 
@@ -99,16 +100,34 @@ class FastPath:
         self.call, self.adapter, self.src = features if features is not None else (None, None, None)
 
     def __call__(self, x: Tensor) -> Any:
-        """The symmetrized output for ``x`` ``(B, ...)``, or :data:`UNFINISHED`."""
-        rows = self.gather(x)
-        features = None
-        if self.call is not None:  # λ-equitune: the method's features forward (hooked submodule, feature model)
-            assert self.method is not None
-            features, y = self.method.features_and_output(self.call, [rows], self.src, self.adapter)
-        else:
-            y = self.model(rows)
+        """The symmetrized output for ``x`` ``(B, ...)``, or :data:`UNFINISHED`.
+
+        Under ``torch.autocast`` it keeps the general path's precision policy (:mod:`symwrap.autocast`): the copies
+        and the reduction in float32, the base model's forward in the caller's autocast.
+        """
+        if autocast_enabled(x.device):
+            full = AutocastState.capture(x.device).full_precision
+            with full():
+                rows = self.gather(x)
+            features, y = self._forward(rows)  # under the caller's autocast
+            if type(y) is not Tensor:
+                return UNFINISHED
+            with full():
+                return self._combine(y, features)
+        features, y = self._forward(self.gather(x))
         if type(y) is not Tensor:
             return UNFINISHED
+        return self._combine(y, features)
+
+    def _forward(self, rows: Tensor) -> tuple[Tensor | None, Any]:
+        """The base model on the copies ``(B·k, ...)``: per-copy features ``(B·k, D)`` (or ``None``) and its output."""
+        if self.call is None:
+            return None, self.model(rows)
+        assert self.method is not None  # λ-equitune: the method's features forward (hooked submodule, feature model)
+        return self.method.features_and_output(self.call, [rows], self.src, self.adapter)
+
+    def _combine(self, y: Tensor, features: Tensor | None) -> Tensor:
+        """The weighted sum over the copies of ``y`` ``(B·k, ...)`` -> ``(B, ...)`` (reweighed by the method)."""
         if self.method is not None:
             values = y.reshape(self.batch, self.copies, *y.shape[1:])
             if features is not None:

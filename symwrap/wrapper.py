@@ -15,7 +15,6 @@ from torch import Tensor, nn
 from symwrap.actions import Action, AxisPermutationAction, ImageAction, PointCloudAction, VectorAction
 from symwrap.adapters.base import Adapter, BoundCall, Selector
 from symwrap.adapters.torch import release_captures
-from symwrap.autocast import autocast_enabled
 from symwrap.chunking import ChunkTuner
 from symwrap.engine import ChunkSize, OrbitEngine
 from symwrap.errors import ConfigError, IncompatibleModelError
@@ -206,7 +205,7 @@ class SymmetrizedModel(nn.Module):
             return self.base_model(*args, **kwargs)
         fast_paths = self.engine.fast_paths
         key = fast_path_key(args, kwargs) if fast_paths else None
-        if key is not None and not torch.compiler.is_compiling() and not autocast_enabled(key[2]):
+        if key is not None and not torch.compiler.is_compiling():
             result = self._fast_call(fast_paths, key, args[0])
             if result is not UNFINISHED:
                 return result
@@ -257,7 +256,7 @@ class SymmetrizedModel(nn.Module):
         fast_paths = self.engine.fast_paths
         if key is None or key in fast_paths or not self.engine.use_fast_path:
             return
-        if torch.compiler.is_compiling() or call.autocast.enabled:
+        if torch.compiler.is_compiling():
             return
         method = self.method
         eligible = (

@@ -174,22 +174,36 @@ def test_calls_the_fast_path_cannot_repeat_keep_the_general_path(make: Any) -> N
         assert_close(second, first)
 
 
-def test_keyword_calls_and_autocast_take_the_general_path() -> None:
+def test_keyword_calls_take_the_general_path() -> None:
     model = SmallCNN(8).eval()
     wrapped = symwrap.wrap(model, "d4", chunk_size=None).eval()
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
-        wrapped(x=x)
+        by_keyword = wrapped(x=x)
         assert wrapped.engine.fast_paths == {}, "a keyword call learns nothing"
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = wrapped(x)
-        assert wrapped.engine.fast_paths == {}, "an autocast call learns nothing"
-        full = wrapped(x)
-        assert fast_path_of(wrapped, x) is not None
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            again = wrapped(x)  # a fast path is known for the layout, but autocast is on: the general path
-    assert low.dtype == again.dtype == full.dtype == torch.float32
-    assert_close(again, low, rtol=0, atol=0)
+        assert_close(wrapped(x), by_keyword, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("method", "options"), [STATIC_METHODS[0], STATIC_METHODS[1], STATIC_METHODS[4]])
+def test_under_autocast_the_fast_path_keeps_the_precision_policy(method: str, options: dict) -> None:
+    model = SmallCNN(8).eval()
+    fast = symwrap.wrap(model, "d4", method, chunk_size=None, **options).eval()
+    general = symwrap.wrap(model, "d4", method, chunk_size=None, **options).eval()
+    general.engine.use_fast_path = False
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        general.method.load_state_dict(fast.method.state_dict())
+        first = fast(x)  # general path, learns the fast one (under autocast too)
+        if method == "lambda_equitune":  # the λ-nets are built on the first call: give both the same weights
+            general(x)
+            general.method.load_state_dict(fast.method.state_dict())
+        assert isinstance(fast_path_of(fast, x), FastPath)
+        got, expected = fast(x), general(x)
+    assert got.dtype == expected.dtype == first.dtype == torch.float32
+    assert_close(got, expected, rtol=0, atol=0)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for moved in d4_images(x)[1:]:
+            assert_close(fast(moved), got, rtol=1e-6, atol=1e-6)
 
 
 def test_a_model_whose_output_type_changes_falls_back_to_the_general_path() -> None:
