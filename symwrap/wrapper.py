@@ -203,12 +203,13 @@ class SymmetrizedModel(nn.Module):
         """
         if not self._symmetrize:
             return self.base_model(*args, **kwargs)
-        fast_paths = self.engine.fast_paths
-        key = fast_path_key(args, kwargs) if fast_paths else None
-        if key is not None and not torch.compiler.is_compiling():
-            result = self._fast_call(fast_paths, key, args[0])
-            if result is not UNFINISHED:
-                return result
+        if not torch.compiler.is_compiling():  # a traced call keeps the general path (and guards on no cache)
+            fast_paths = self.engine.fast_paths
+            key = fast_path_key(args, kwargs) if fast_paths else None
+            if key is not None:
+                result = self._fast_call(fast_paths, key, args[0])
+                if result is not UNFINISHED:
+                    return result
         call = self.adapter.bind(args, kwargs)
         # Under torch.autocast only the base model's forwards run in low precision (BoundCall restores the
         # caller's autocast around them); the plan, the actions, reweighing and the reduction run in float32.
