@@ -361,3 +361,26 @@ def test_check_command_random_inputs_for_other_models(mimic_plugins: None, tmp_p
     assert cli.main([*args, "--no-plot"]) == 0
     assert "random inputs (1, 8, 8)" in capsys.readouterr().out
     assert cli.main(["check", "timm:resnet18", "--group", "flip", "--input-shape", "x", "--no-plot"]) == 2
+
+
+# ----------------------------------------------------------------------------- --max-memory
+def test_max_memory_reaches_the_wrapped_models(builtins_only: None, tmp_path: Path, monkeypatch: Any) -> None:
+    built: list[Any] = []
+    original = symwrap.wrap
+
+    def recording_wrap(*args: Any, **kwargs: Any) -> Any:
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(symwrap, "wrap", recording_wrap)
+    results = _run(tmp_path, methods="plain,group_averaging", chunk_size="auto", max_memory="64MiB", limit=8)
+    assert set(results["accuracy"]) >= {"plain", "group_averaging"}
+    assert built and all(w.engine.tuner.memory.max_memory == 64 * 2**20 for w in built)
+    assert all(w.config.max_memory == 64 * 2**20 for w in built)
+
+
+def test_max_memory_bad_input(builtins_only: None, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--max-memory '1GB' caps the chunks that --chunk-size auto measures"):
+        _run(tmp_path, max_memory="1GB")  # _run's default --chunk-size is none
+    with pytest.raises(ConfigError, match=r"invalid option '--max-memory': cannot read 'lots' as a memory size"):
+        _run(tmp_path, chunk_size="auto", max_memory="lots")

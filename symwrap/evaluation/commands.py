@@ -69,6 +69,11 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     add("--limit", type=int, default=None, help="evaluate only the first N images")
     add("--batch-size", type=int, default=defaults.batch_size)
     add("--chunk-size", default=defaults.chunk_size, help="rows per forward of wrapped models: auto, an int or none")
+    add(
+        "--max-memory",
+        default=None,
+        help="with --chunk-size auto: cap on the memory one chunk's forward may use (e.g. 512MB, 2GiB)",
+    )
     add("--precision", choices=["fp32", "bf16", "fp16"], default=defaults.precision)
     add("--output-dir", default=defaults.output_dir, help="where results.json, accuracy.png, progress.json go")
     add("--resume", action="store_true", help="continue an interrupted run from its progress.json")

@@ -70,8 +70,11 @@ def parse_methods(text: str | None) -> tuple[list[EvalMethod], bool]:
     return methods, False
 
 
-def build_one(method: EvalMethod, loaded: LoadedModel, group: Group, *, chunk_size: Any) -> nn.Module:
-    """The model to evaluate for ``method`` (the plain model itself for ``"plain"``)."""
+def build_one(
+    method: EvalMethod, loaded: LoadedModel, group: Group, *, chunk_size: Any, max_memory: int | None = None
+) -> nn.Module:
+    """The model to evaluate for ``method`` (the plain model itself for ``"plain"``); ``max_memory`` (bytes) caps
+    the chunks of ``chunk_size="auto"``."""
     import symwrap
 
     if method.name == PLAIN:
@@ -88,7 +91,7 @@ def build_one(method: EvalMethod, loaded: LoadedModel, group: Group, *, chunk_si
         from_pretrained = getattr(symwrap.SymmetrizedModel, "from_pretrained", None)
         if from_pretrained is None:
             raise ConfigError(f"--methods {method.spec()}: this symwrap has no SymmetrizedModel.from_pretrained yet")
-        model = from_pretrained(loaded.model, str(directory))
+        model = from_pretrained(loaded.model, str(directory), **({"max_memory": max_memory} if max_memory else {}))
         expected = get_registry("method").lookup(method.name)[0].factory  # aliases resolve to the same class
         if type(model.method) is not expected and model.method.name != method.name:
             raise ConfigError(
@@ -97,11 +100,18 @@ def build_one(method: EvalMethod, loaded: LoadedModel, group: Group, *, chunk_si
             )
         return model.eval()
     get_registry("method").lookup(method.name)  # UnknownNameError lists the registered methods
-    return symwrap.wrap(loaded.model, group, method.name, chunk_size=chunk_size, **loaded.wrap_options).eval()
+    options = {"chunk_size": chunk_size, "max_memory": max_memory, **loaded.wrap_options}
+    return symwrap.wrap(loaded.model, group, method.name, **options).eval()
 
 
 def build_methods(
-    methods: list[EvalMethod], defaults: bool, loaded: LoadedModel, group: Group, *, chunk_size: Any
+    methods: list[EvalMethod],
+    defaults: bool,
+    loaded: LoadedModel,
+    group: Group,
+    *,
+    chunk_size: Any,
+    max_memory: int | None = None,
 ) -> tuple[dict[str, nn.Module], dict[str, str]]:
     """Build every method's model; with the defaults, skip (and say why) those not registered or not applicable.
 
@@ -116,7 +126,7 @@ def build_methods(
             skipped[method.name] = "not registered (install the plugin that provides it)"
             continue
         try:
-            built[method.label] = build_one(method, loaded, group, chunk_size=chunk_size)
+            built[method.label] = build_one(method, loaded, group, chunk_size=chunk_size, max_memory=max_memory)
         except SymwrapError as exc:
             if not defaults:
                 raise

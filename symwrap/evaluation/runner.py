@@ -31,6 +31,7 @@ from symwrap.evaluation.precision import autocast, check_precision
 from symwrap.evaluation.report import format_table, write_plot
 from symwrap.evaluation.specs import load_model
 from symwrap.evaluation.state import atomic_write_json, load_progress, save_progress
+from symwrap.memory import parse_memory
 
 __all__ = ["RESULT_FIELDS", "EvalConfig", "logits_of", "parse_pretrained", "run_eval"]
 
@@ -50,6 +51,7 @@ class EvalConfig:
     limit: int | None = None
     batch_size: int = 64
     chunk_size: str = "auto"
+    max_memory: str | None = None
     device: str = "cpu"
     precision: str = "fp32"
     seed: int = 0
@@ -69,7 +71,8 @@ class EvalConfig:
 
 
 #: The options that decide the numbers: a ``--resume`` checkpoint must match all of them (plus the world size).
-#: ``device``, ``chunk_size``, ``workers``, ``output_dir`` and ``checkpoint_every`` may change between runs.
+#: ``device``, ``chunk_size``, ``max_memory``, ``workers``, ``output_dir`` and ``checkpoint_every`` may change between
+#: runs.
 RESULT_FIELDS = (
     "model",
     "pretrained",
@@ -171,6 +174,16 @@ def _chunk_size(text: str) -> int | str | None:
     return value
 
 
+def _max_memory(text: str | None, chunk_size: int | str | None) -> int | None:
+    size = parse_memory(text, "--max-memory")
+    if size is not None and chunk_size != "auto":
+        raise ConfigError(
+            f"--max-memory {text!r} caps the chunks that --chunk-size auto measures, but --chunk-size is "
+            f"{'none' if chunk_size is None else chunk_size}; use --chunk-size auto with --max-memory, or drop it"
+        )
+    return size
+
+
 def _check_class_names(given: list[str] | None, loaded: LoadedModel, data: EvalData) -> None:
     expected = data.class_names
     for source, names in (("--class-names", given), ("the model's class names", loaded.class_names)):
@@ -246,6 +259,7 @@ def _run(config: EvalConfig, ctx: DistributedContext, symwrap: Any) -> dict[str,
     device = _device(config, ctx)
     check_precision(config.precision, device)
     chunk_size = _chunk_size(config.chunk_size)
+    max_memory = _max_memory(config.max_memory, chunk_size)
     class_names = _parse_list(config.class_names, "--class-names")
     templates = _parse_list(config.templates, "--templates")
     methods, defaults = parse_methods(config.methods)
@@ -272,7 +286,9 @@ def _run(config: EvalConfig, ctx: DistributedContext, symwrap: Any) -> dict[str,
         group = group.for_input(tuple(probe.shape), action)
     size = min(len(data), config.limit) if config.limit else len(data)
     corruptions = build_corruptions(group, size, seed=config.seed, samples=config.samples)
-    models, skipped_methods = build_methods(methods, defaults, loaded, group, chunk_size=chunk_size)
+    models, skipped_methods = build_methods(
+        methods, defaults, loaded, group, chunk_size=chunk_size, max_memory=max_memory
+    )
     labels = list(models)
     for reason in skipped_methods.items():
         logger.info("method %s skipped: %s", *reason)
