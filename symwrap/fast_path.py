@@ -45,7 +45,7 @@ def fast_path_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> FastPathKey 
     if kwargs or len(args) != 1:
         return None
     x = args[0]
-    if type(x) is not Tensor and not isinstance(x, Tensor):
+    if not isinstance(x, Tensor):
         return None
     return (x.shape, x.dtype, x.device)
 

@@ -255,9 +255,7 @@ class SymmetrizedModel(nn.Module):
         """After a general call: remember its fast path when the next call of this layout can only repeat it."""
         key = fast_path_key(args, kwargs)
         fast_paths = self.engine.fast_paths
-        if key is None or key in fast_paths or not self.engine.use_fast_path:
-            return
-        if torch.compiler.is_compiling():
+        if key is None or key in fast_paths or not self.engine.use_fast_path or torch.compiler.is_compiling():
             return
         method = self.method
         eligible = (
@@ -274,8 +272,7 @@ class SymmetrizedModel(nn.Module):
         if eligible:
             batch, copies = plan.elements.shape[:2]
             flat = plan.elements.reshape(batch * copies, *plan.elements.shape[2:])
-            src = torch.arange(batch, device=flat.device).repeat_interleave(copies)
-            src = src.to(key[2])
+            src = torch.arange(batch, device=key[2]).repeat_interleave(copies)  # the engine's row order b·k + j
             gather = self.input_action.row_gather(call.acted[0], src, flat, group)
             reweighing = method if method.reweighs else None
             features = None
