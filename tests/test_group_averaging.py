@@ -270,8 +270,11 @@ def test_auto_prefers_the_smallest_chunk_within_tolerance_of_the_fastest() -> No
 def test_auto_prefers_the_whole_orbit_on_a_near_tie() -> None:
     from symwrap.chunking import pick_chunk
 
-    assert pick_chunk({8: 0.30, 64: 0.104, 128: 0.100, 512: 0.104}, tolerance=0.05, whole=512) == 512
-    assert pick_chunk({8: 0.30, 64: 0.104, 128: 0.100, 512: 0.2}, tolerance=0.05, whole=512) == 64
+    fast_ms = {8: 3.0e-3, 64: 1.04e-3, 128: 1.00e-3, 512: 1.04e-3}  # a small model: 0.04 ms apart
+    assert pick_chunk(fast_ms, tolerance=0.05, whole=512) == 512
+    assert pick_chunk({**fast_ms, 512: 2e-3}, tolerance=0.05, whole=512) == 64
+    slow = {8: 3.0, 64: 1.04, 128: 1.00, 512: 1.04}  # a large model: 40 ms apart, far more than the fast path saves
+    assert pick_chunk(slow, tolerance=0.05, whole=512) == 64
 
 
 def test_unbatched_keyword_arguments_reach_every_chunk_unchanged() -> None:
