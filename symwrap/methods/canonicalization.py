@@ -109,6 +109,10 @@ class Canonicalization(Method):
         super().__init__(**options)
         self.canonicalizer: LearnedCanonicalizer | None = None
         self._group: Group | None = None
+        # Per group (by identity): its canonicalizer kind and, for "learned", the finite group scored. Both depend
+        # only on the group and the options, and finding them costs a few µs of isinstance checks a call.
+        self._kinds: dict[int, tuple[Group, str]] = {}
+        self._scoring: dict[int, tuple[Group, MatrixGroup]] = {}
         if self.options.canonicalizer == "learned":
             self._build_learned()
 
@@ -118,6 +122,16 @@ class Canonicalization(Method):
 
     # ------------------------------------------------------------------ group checks
     def _kind(self, group: Group) -> str:
+        cached = self._kinds.get(id(group))
+        if cached is not None and cached[0] is group:
+            return cached[1]
+        kind = self._find_kind(group)
+        if len(self._kinds) >= 8:
+            self._kinds.pop(next(iter(self._kinds)))
+        self._kinds[id(group)] = (group, kind)
+        return kind
+
+    def _find_kind(self, group: Group) -> str:
         wanted = self.options.canonicalizer
         if point_group_spec(group) is not None:
             fits = "pca"
@@ -140,7 +154,17 @@ class Canonicalization(Method):
         return fits
 
     def _scoring_group(self, group: Group) -> MatrixGroup:
-        """The finite group whose elements the learned canonicalizer scores."""
+        """The finite group whose elements the learned canonicalizer scores (cached: ``cyclic(N)`` is built once)."""
+        cached = self._scoring.get(id(group))
+        if cached is not None and cached[0] is group:
+            return cached[1]
+        scoring = self._find_scoring_group(group)
+        if len(self._scoring) >= 8:
+            self._scoring.pop(next(iter(self._scoring)))
+        self._scoring[id(group)] = (group, scoring)
+        return scoring
+
+    def _find_scoring_group(self, group: Group) -> MatrixGroup:
         if isinstance(group, MatrixGroup):
             return group
         n = self.options.discretization
@@ -195,7 +219,7 @@ class Canonicalization(Method):
 
     def _learned_plan(self, x: Tensor, group: Group) -> Plan:
         scoring = self._scoring_group(group)
-        elements = scoring.elements().to(x.device)
+        elements = scoring.elements_like(x.device)  # cached per device: the canonicalizer caches its gather on it
         assert self.canonicalizer is not None
         scores = self.canonicalizer(x, scoring, elements)  # (B, |G|)
         batch = x.shape[0]
@@ -222,7 +246,7 @@ class Canonicalization(Method):
                 "symwrap.wrap(model, 'rot90', 'canonicalization') (or pass group=...)."
             )
         scoring = self._scoring_group(group)
-        return self.canonicalizer(x, scoring, scoring.elements().to(x.device))
+        return self.canonicalizer(x, scoring, scoring.elements_like(x.device))
 
     def prior_loss(self, x: Tensor, group: Group | None = None) -> Tensor:
         """The canonicalization prior: cross-entropy pushing upright training images to the identity element.
