@@ -113,6 +113,7 @@ class Canonicalization(Method):
         # only on the group and the options, and finding them costs a few µs of isinstance checks a call.
         self._kinds: dict[int, tuple[Group, str]] = {}
         self._scoring: dict[int, tuple[Group, MatrixGroup]] = {}
+        self._frames: dict[tuple, tuple[Group, PCAFrame]] = {}
         if self.options.canonicalizer == "learned":
             self._build_learned()
 
@@ -202,11 +203,9 @@ class Canonicalization(Method):
             assert isinstance(group, ShiftGroup)
             elements = shift_canonical(x, group, degenerate=opts.degenerate, gap=opts.gap or 0.0)
         elif kind == "pca":
-            d, special, translation = point_group_spec(group)  # type: ignore[misc]
+            frame = self._pca_frame(group)
             mask = check_mask(mask, batch, x.shape[1], f"point clouds (B, N, d) = {tuple(x.shape)}")
-            check_cloud(x, d, group.name, self.name, mask)
-            gap = DEFAULT_EIGEN_GAP if opts.gap is None else opts.gap
-            frame = PCAFrame(d, special=special, translation=translation, gap=gap, degenerate=opts.degenerate)
+            check_cloud(x, frame.d, group.name, self.name, mask)
             elements = frame.canonical(x, mask)
         else:
             assert isinstance(group, PermutationGroup)
@@ -216,6 +215,21 @@ class Canonicalization(Method):
                 x, group.axis, mask
             )
         return Plan(elements, torch.ones(batch, 1, device=x.device))
+
+    def _pca_frame(self, group: Group) -> PCAFrame:
+        """The PCA frame builder of a point group, made once per group and options (it holds no data)."""
+        opts = self.options
+        gap = DEFAULT_EIGEN_GAP if opts.gap is None else opts.gap
+        key = (id(group), gap, opts.degenerate)
+        cached = self._frames.get(key)
+        if cached is not None and cached[0] is group:
+            return cached[1]
+        d, special, translation = point_group_spec(group)  # type: ignore[misc]
+        frame = PCAFrame(d, special=special, translation=translation, gap=gap, degenerate=opts.degenerate)
+        if len(self._frames) >= 8:
+            self._frames.pop(next(iter(self._frames)))
+        self._frames[key] = (group, frame)
+        return frame
 
     def _learned_plan(self, x: Tensor, group: Group) -> Plan:
         scoring = self._scoring_group(group)
