@@ -222,3 +222,50 @@ def test_learned_canonicalizer_round_trips_through_save_pretrained(
     assert_close(restored(images), wrapped(images), rtol=0, atol=0)
     for name, value in wrapped.method.canonicalizer.state_dict().items():
         assert torch.equal(restored.method.canonicalizer.state_dict()[name], value), name
+
+
+# ---------------------------------------------------------------------------------------------- per-call caches
+def _direct_scores(canon: LearnedCanonicalizer, x: torch.Tensor, group: symwrap.groups.Group, elements: torch.Tensor):
+    """The canonicalizer's scores without its caches: the action applied afresh, every layer of the net run."""
+    small = canon.downscale(x)
+    return canon.net(canon._act(small, group, elements)).reshape(x.shape[0], elements.shape[0])
+
+
+def test_learned_canonicalizer_caches_never_change_the_scores() -> None:
+    # The gather of the |G| copies is cached per shape, dtype, group and element values, and the 4×4 -> 4×4 pool
+    # is skipped: each call below changes one of those (a new batch size, image size, group, the same group's
+    # elements reordered, a size that is really pooled, float64) and must give the uncached scores exactly.
+    torch.manual_seed(0)
+    canon = LearnedCanonicalizer(2, 16, 4).eval()
+    d4, flip, vflip = (symwrap.get_group(n) for n in ("d4", "flip", "vflip"))
+    cases = [
+        (torch.randn(2, 2, 8, 8), d4, d4.elements()),
+        (torch.randn(2, 2, 8, 8), d4, d4.elements()),  # a cache hit
+        (torch.randn(3, 2, 8, 8), d4, d4.elements()),
+        (torch.randn(2, 2, 8, 8), d4, d4.elements()[[0, 3, 1, 2, 5, 4, 7, 6]]),
+        (torch.randn(2, 2, 6, 6), d4, d4.elements()),
+        (torch.randn(2, 2, 8, 8), flip, flip.elements()),
+        (torch.randn(2, 2, 8, 8), vflip, vflip.elements()),  # same shape as flip's, other values
+        (torch.randn(2, 2, 40, 40), d4, d4.elements()),  # downscaled to 16×16, then really pooled to 4×4
+    ]
+    with torch.no_grad():
+        for x, group, elements in cases:
+            assert torch.equal(canon(x, group, elements), _direct_scores(canon, x, group, elements))
+        canon.double()
+        x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+        scores = canon(x, d4, d4.elements())
+        assert scores.dtype == torch.float64
+        assert torch.equal(scores, _direct_scores(canon, x, d4, d4.elements()))
+
+
+@pytest.mark.parametrize("size", [8, 16])  # 8×8: the canonicalizer's pool is skipped; 16×16: it pools 8×8 to 4×4
+def test_learned_canonicalization_stays_exact_when_the_batch_size_changes(size: int) -> None:
+    # One wrapped model called with alternating layouts and moved inputs: cached gathers must not leak across them.
+    torch.manual_seed(1)
+    wrapped = symwrap.wrap(SmallCNN(size).eval(), "d4", "canonicalization").eval()
+    group = symwrap.get_group("d4")
+    for batch in (2, 5, 2):
+        x = torch.randn(batch, 3, size, size)
+        reference = wrapped(x)
+        for moved_x in _moved_images(group, x):
+            assert_close(wrapped(moved_x), reference, rtol=1e-5, atol=1e-5)

@@ -303,3 +303,20 @@ def test_padding_mask_makes_padded_clouds_match_unpadded_ones() -> None:
         assert (unmasked - reference).abs().max() > 1e-3  # the mask matters
         g = random_elements(name, 2)
         assert_close(wrapped(moved(name, padded, g), mask=mask), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_cached_pca_frames_follow_the_group_and_dtype() -> None:
+    # The method keeps one PCA frame builder per group and the sign vectors per dtype: alternating groups and
+    # dtypes on one method must give exactly the plans of fresh methods.
+    from symwrap.methods.frame_averaging import FrameAveraging
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 3) * torch.tensor([3.0, 2.0, 1.0])
+    method = FrameAveraging()
+    for name, dtype in [("o3", torch.float32), ("so3", torch.float32), ("o3", torch.float64), ("se3", torch.float32)]:
+        group = symwrap.get_group(name)
+        plan = method.plan(x.to(dtype), group)
+        fresh = FrameAveraging().plan(x.to(dtype), group)
+        assert plan.elements.dtype == dtype
+        assert torch.equal(plan.elements, fresh.elements) and torch.equal(plan.weights, fresh.weights)
+        assert plan.copies == (4 if name in ("so3", "se3") else 8)

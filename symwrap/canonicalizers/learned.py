@@ -10,6 +10,8 @@ Learned Canonicalization Functions", ICML 2023, arXiv 2211.06489). The downscali
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -43,6 +45,9 @@ class LearnedCanonicalizer(nn.Module):
             nn.Linear(hidden * 16, 1),
         )
         self._action = ImageAction()
+        # The last few input layouts' gathers of the |G| copies (one index_select each): the same group elements
+        # and shape every call, so the index is built once (cuts ~0.1 ms a call at B = 1 on CPU).
+        self._gathers: dict[tuple, tuple[Tensor, Group, Callable[[Tensor], Tensor]]] = {}
 
     def downscale(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` -> ``(B, C, h, w)`` with ``h, w <= size`` (average pooling, symmetric bins)."""
@@ -67,7 +72,39 @@ class LearnedCanonicalizer(nn.Module):
         """
         small = self.downscale(x)
         batch, order = small.shape[0], elements.shape[0]
+        h = self._copies(small, group, elements)
+        for layer in self.net:
+            if isinstance(layer, nn.AdaptiveAvgPool2d) and h.shape[-2:] == (4, 4):
+                continue  # pooling 4×4 to 4×4 averages one value per bin: the identity, exactly
+            h = layer(h)
+        return h.reshape(batch, order)
+
+    def _copies(self, small: Tensor, group: Group, elements: Tensor) -> Tensor:
+        """``(B·|G|, C, h, w)`` copies, row ``b·|G| + j`` = ``elements[j]·small[b]``.
+
+        The gather (one ``index_select`` for exact groups) is precomputed once per (shape, dtype, device, group)
+        and reused while the elements have the same values, so the result never depends on the cache.
+        """
+        if torch.compiler.is_compiling():
+            return self._act(small, group, elements)
+        elements = elements.to(small.device)
+        key = (tuple(small.shape), small.dtype, small.device, id(group), tuple(elements.shape))
+        cached = self._gathers.get(key)
+        # ids are only reused by dead objects: the group held in the entry proves it is the same one; the elements
+        # are compared by value against a private copy (one small torch.equal)
+        if cached is not None and cached[1] is group and torch.equal(cached[0], elements):
+            return cached[2](small)
+        batch, order = small.shape[0], elements.shape[0]
+        src = torch.arange(batch, device=small.device).repeat_interleave(order)
+        codes = elements.repeat(batch, 1, 1)
+        gather = self._action.row_gather(small, src, codes, group)
+        if len(self._gathers) >= 8:
+            self._gathers.pop(next(iter(self._gathers)))
+        self._gathers[key] = (elements.clone(), group, gather)
+        return gather(small)
+
+    def _act(self, small: Tensor, group: Group, elements: Tensor) -> Tensor:
+        batch, order = small.shape[0], elements.shape[0]
         src = torch.arange(batch, device=small.device).repeat_interleave(order)
         codes = elements.to(small.device).repeat(batch, 1, 1)
-        copies = self._action.apply(small, src, codes, group)
-        return self.net(copies).reshape(batch, order)
+        return self._action.apply(small, src, codes, group)

@@ -75,20 +75,24 @@ def check_cloud(x: Tensor, d: int, group_name: str, method: str, mask: Tensor | 
         )
     if not x.dtype.is_floating_point:
         raise InputLayoutError(f"{method} needs floating-point coordinates, got {x.dtype}; pass x.float().")
-    finite = torch.isfinite(x).all(dim=-1)  # (B, N)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero()[0].tolist()
+    if not bool(torch.isfinite(x).all()):  # one reduction; the per-point search only runs to name the bad point
+        bad = (~torch.isfinite(x).all(dim=-1)).nonzero()[0].tolist()
         raise InputLayoutError(
             f"{method} with group {group_name!r}: point cloud {bad[0]} has a NaN or inf coordinate (point {bad[1]}). "
             "A frame built from it would be NaN. Remove or repair those points (fill padding with zeros and pass "
             "a padding mask) before calling the model."
         )
-    counts = mask.sum(dim=1) if mask is not None else torch.full((x.shape[0],), x.shape[1], device=x.device)
-    if bool((counts < d).any()):
-        b = int((counts < d).nonzero()[0, 0])
+    if mask is None:  # every cloud has N points: a shape check, no tensor and no sync
+        short, have = (0, x.shape[1]) if x.shape[0] and x.shape[1] < d else (None, 0)
+    else:
+        counts = mask.sum(dim=1)
+        few = counts < d
+        short = int(few.nonzero()[0, 0]) if bool(few.any()) else None
+        have = int(counts[short]) if short is not None else 0
+    if short is not None:
         raise InputLayoutError(
             f"{method} with group {group_name!r} needs at least {d} points per cloud to fix a {d}-D frame, but "
-            f"cloud {b} has {int(counts[b])}. Pass clouds with N >= {d} real points, or use method='monte_carlo'."
+            f"cloud {short} has {have}. Pass clouds with N >= {d} real points, or use method='monte_carlo'."
         )
 
 

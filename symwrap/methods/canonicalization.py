@@ -109,6 +109,11 @@ class Canonicalization(Method):
         super().__init__(**options)
         self.canonicalizer: LearnedCanonicalizer | None = None
         self._group: Group | None = None
+        # Per group (by identity): its canonicalizer kind and, for "learned", the finite group scored. Both depend
+        # only on the group and the options, and finding them costs a few µs of isinstance checks a call.
+        self._kinds: dict[int, tuple[Group, str]] = {}
+        self._scoring: dict[int, tuple[Group, MatrixGroup]] = {}
+        self._frames: dict[tuple, tuple[Group, PCAFrame]] = {}
         if self.options.canonicalizer == "learned":
             self._build_learned()
 
@@ -118,6 +123,16 @@ class Canonicalization(Method):
 
     # ------------------------------------------------------------------ group checks
     def _kind(self, group: Group) -> str:
+        cached = self._kinds.get(id(group))
+        if cached is not None and cached[0] is group:
+            return cached[1]
+        kind = self._find_kind(group)
+        if len(self._kinds) >= 8:
+            self._kinds.pop(next(iter(self._kinds)))
+        self._kinds[id(group)] = (group, kind)
+        return kind
+
+    def _find_kind(self, group: Group) -> str:
         wanted = self.options.canonicalizer
         if point_group_spec(group) is not None:
             fits = "pca"
@@ -140,7 +155,17 @@ class Canonicalization(Method):
         return fits
 
     def _scoring_group(self, group: Group) -> MatrixGroup:
-        """The finite group whose elements the learned canonicalizer scores."""
+        """The finite group whose elements the learned canonicalizer scores (cached: ``cyclic(N)`` is built once)."""
+        cached = self._scoring.get(id(group))
+        if cached is not None and cached[0] is group:
+            return cached[1]
+        scoring = self._find_scoring_group(group)
+        if len(self._scoring) >= 8:
+            self._scoring.pop(next(iter(self._scoring)))
+        self._scoring[id(group)] = (group, scoring)
+        return scoring
+
+    def _find_scoring_group(self, group: Group) -> MatrixGroup:
         if isinstance(group, MatrixGroup):
             return group
         n = self.options.discretization
@@ -178,11 +203,9 @@ class Canonicalization(Method):
             assert isinstance(group, ShiftGroup)
             elements = shift_canonical(x, group, degenerate=opts.degenerate, gap=opts.gap or 0.0)
         elif kind == "pca":
-            d, special, translation = point_group_spec(group)  # type: ignore[misc]
+            frame = self._pca_frame(group)
             mask = check_mask(mask, batch, x.shape[1], f"point clouds (B, N, d) = {tuple(x.shape)}")
-            check_cloud(x, d, group.name, self.name, mask)
-            gap = DEFAULT_EIGEN_GAP if opts.gap is None else opts.gap
-            frame = PCAFrame(d, special=special, translation=translation, gap=gap, degenerate=opts.degenerate)
+            check_cloud(x, frame.d, group.name, self.name, mask)
             elements = frame.canonical(x, mask)
         else:
             assert isinstance(group, PermutationGroup)
@@ -193,9 +216,24 @@ class Canonicalization(Method):
             )
         return Plan(elements, torch.ones(batch, 1, device=x.device))
 
+    def _pca_frame(self, group: Group) -> PCAFrame:
+        """The PCA frame builder of a point group, made once per group and options (it holds no data)."""
+        opts = self.options
+        gap = DEFAULT_EIGEN_GAP if opts.gap is None else opts.gap
+        key = (id(group), gap, opts.degenerate)
+        cached = self._frames.get(key)
+        if cached is not None and cached[0] is group:
+            return cached[1]
+        d, special, translation = point_group_spec(group)  # type: ignore[misc]
+        frame = PCAFrame(d, special=special, translation=translation, gap=gap, degenerate=opts.degenerate)
+        if len(self._frames) >= 8:
+            self._frames.pop(next(iter(self._frames)))
+        self._frames[key] = (group, frame)
+        return frame
+
     def _learned_plan(self, x: Tensor, group: Group) -> Plan:
         scoring = self._scoring_group(group)
-        elements = scoring.elements().to(x.device)
+        elements = scoring.elements_like(x.device)  # cached per device: the canonicalizer caches its gather on it
         assert self.canonicalizer is not None
         scores = self.canonicalizer(x, scoring, elements)  # (B, |G|)
         batch = x.shape[0]
@@ -222,7 +260,7 @@ class Canonicalization(Method):
                 "symwrap.wrap(model, 'rot90', 'canonicalization') (or pass group=...)."
             )
         scoring = self._scoring_group(group)
-        return self.canonicalizer(x, scoring, scoring.elements().to(x.device))
+        return self.canonicalizer(x, scoring, scoring.elements_like(x.device))
 
     def prior_loss(self, x: Tensor, group: Group | None = None) -> Tensor:
         """The canonicalization prior: cross-entropy pushing upright training images to the identity element.

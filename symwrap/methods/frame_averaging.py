@@ -94,6 +94,11 @@ class FrameAveraging(Method):
     name: ClassVar[str] = "frame_averaging"
     Options: ClassVar[type] = FrameAveragingOptions
 
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)
+        #: The PCA frame builder (or ``None``) of each group, by identity and the options it was made from.
+        self._frames: dict[tuple, tuple[Group, PCAFrame | None]] = {}
+
     def check_group(self, group: Group) -> None:
         if point_group_spec(group) is None and not isinstance(group, FiniteGroup):
             raise ConfigError(
@@ -110,6 +115,33 @@ class FrameAveraging(Method):
     def plan_for_call(self, call: BoundCall, group: Group) -> Plan:
         return self.plan(call.acted[0], group, mask=mask_from_call(call, self.options.mask))
 
+    def _pca_frame(self, group: Group) -> PCAFrame | None:
+        """The PCA frame builder of a point group (``None`` for other groups), made once per group and options."""
+        opts = self.options
+        gap = DEFAULT_EIGEN_GAP if opts.gap is None else opts.gap
+        key = (id(group), gap, opts.degenerate, opts.enlarge_samples, opts.seed)
+        frames = self._frames
+        cached = frames.get(key)
+        if cached is not None and cached[0] is group:  # ids are only reused by dead groups
+            return cached[1]
+        spec = point_group_spec(group)
+        frame = None
+        if spec is not None:
+            d, special, translation = spec
+            frame = PCAFrame(
+                d,
+                special=special,
+                translation=translation,
+                gap=gap,
+                degenerate=opts.degenerate,
+                enlarge_samples=opts.enlarge_samples,
+                seed=opts.seed,
+            )
+        if len(frames) >= 8:
+            frames.pop(next(iter(frames)))
+        frames[key] = (group, frame)
+        return frame
+
     def plan(self, x: Tensor, group: Group, mask: Tensor | None = None) -> Plan:
         """The frame of each input.
 
@@ -119,20 +151,10 @@ class FrameAveraging(Method):
             mask: Optional ``(B, N)`` padding mask (True = real entry).
         """
         opts = self.options
-        spec = point_group_spec(group)
-        if spec is not None:
-            d, special, translation = spec
+        frame = self._pca_frame(group)
+        if frame is not None:
             mask = check_mask(mask, x.shape[0], x.shape[1], f"point clouds (B, N, d) = {tuple(x.shape)}")
-            check_cloud(x, d, group.name, self.name, mask)
-            frame = PCAFrame(
-                d,
-                special=special,
-                translation=translation,
-                gap=DEFAULT_EIGEN_GAP if opts.gap is None else opts.gap,
-                degenerate=opts.degenerate,
-                enlarge_samples=opts.enlarge_samples,
-                seed=opts.seed,
-            )
+            check_cloud(x, frame.d, group.name, self.name, mask)
             elements, weights = frame.frame(x, mask)
             return Plan(elements, weights)
         if isinstance(group, PermutationGroup):
