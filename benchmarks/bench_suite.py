@@ -421,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
             torch.manual_seed(0)
             model = subject.build().eval().to(device)
             torch._dynamo.reset()
+            # Every wrapped model (one per method) and every batch size is a separate compiled entry of the same
+            # `forward` code objects; dynamo's default of 8 entries per code object would send later cells to eager.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             for precision in args.precisions.split(","):
                 for batch in (int(b) for b in args.batches.split(",")):
                     cell = run_cell(
