@@ -24,8 +24,9 @@ Canonicalizers (``canonicalizer=``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -123,14 +124,7 @@ class Canonicalization(Method):
 
     # ------------------------------------------------------------------ group checks
     def _kind(self, group: Group) -> str:
-        cached = self._kinds.get(id(group))
-        if cached is not None and cached[0] is group:
-            return cached[1]
-        kind = self._find_kind(group)
-        if len(self._kinds) >= 8:
-            self._kinds.pop(next(iter(self._kinds)))
-        self._kinds[id(group)] = (group, kind)
-        return kind
+        return _per_group(self._kinds, group, self._find_kind)
 
     def _find_kind(self, group: Group) -> str:
         wanted = self.options.canonicalizer
@@ -156,14 +150,7 @@ class Canonicalization(Method):
 
     def _scoring_group(self, group: Group) -> MatrixGroup:
         """The finite group whose elements the learned canonicalizer scores (cached: ``cyclic(N)`` is built once)."""
-        cached = self._scoring.get(id(group))
-        if cached is not None and cached[0] is group:
-            return cached[1]
-        scoring = self._find_scoring_group(group)
-        if len(self._scoring) >= 8:
-            self._scoring.pop(next(iter(self._scoring)))
-        self._scoring[id(group)] = (group, scoring)
-        return scoring
+        return _per_group(self._scoring, group, self._find_scoring_group)
 
     def _find_scoring_group(self, group: Group) -> MatrixGroup:
         if isinstance(group, MatrixGroup):
@@ -275,3 +262,19 @@ class Canonicalization(Method):
     def identity_rate(self, x: Tensor, group: Group | None = None) -> float:
         """Fraction of ``x`` whose canonical element is the identity (1.0 on upright data after training)."""
         return float((self.scores(x, group).argmax(dim=1) == 0).float().mean())
+
+
+_T = TypeVar("_T")
+
+
+def _per_group(cache: dict[int, tuple[Group, _T]], group: Group, compute: Callable[[Group], _T]) -> _T:
+    """``compute(group)``, kept in ``cache`` (the last 8 groups, by identity: the entry holds the group, so its id is
+    not reused while cached)."""
+    cached = cache.get(id(group))
+    if cached is not None and cached[0] is group:
+        return cached[1]
+    value = compute(group)
+    if len(cache) >= 8:
+        cache.pop(next(iter(cache)))
+    cache[id(group)] = (group, value)
+    return value
