@@ -36,10 +36,10 @@ class AutocastState:
     @classmethod
     def capture(cls, device: torch.device | str) -> AutocastState:
         """The current autocast state for ``device``'s type (off for device types without autocast)."""
-        device_type = torch.device(device).type
-        if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
-            return cls(device_type)
-        return cls(device_type, torch.get_autocast_dtype(device_type))
+        device = torch.device(device)
+        if not autocast_enabled(device):
+            return cls(device.type)
+        return cls(device.type, torch.get_autocast_dtype(device.type))
 
     @property
     def enabled(self) -> bool:
