@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from symwrap.actions.base import Action
+from symwrap.groups.base import cached_per_group
 
 if TYPE_CHECKING:
     from symwrap.groups.base import Group
@@ -54,7 +55,7 @@ class ImageAction(Action):
         # The last few (element codes -> pixel index) pairs: group averaging moves the same elements every
         # call, so one torch.equal replaces a dozen small ops per chunk (it matters for small models at B=1).
         self._recent: dict[tuple, tuple[Tensor, Tensor]] = {}
-        self._quarter_turns: dict[int, tuple[Group, bool]] = {}
+        self._quarter_turns: dict[tuple, tuple[Group, bool]] = {}
         # The last few (rows, pixel index, shape) -> flat source index of every output value: the same plan moves
         # the same rows every call, so small inputs take one index_select instead of index_select + gather.
         self._flat: dict[tuple, tuple[Tensor, Tensor, Tensor | None]] = {}
@@ -142,11 +143,7 @@ class ImageAction(Action):
 
     def _has_quarter_turns(self, group: Group) -> bool:
         """Whether some element of a planar group swaps the two image axes (cached per group)."""
-        cached = self._quarter_turns.get(id(group))
-        if cached is None or cached[0] is not group:
-            cached = (group, _has_quarter_turns(group))
-            self._quarter_turns[id(group)] = cached
-        return cached[1]
+        return cached_per_group(self._quarter_turns, group, _has_quarter_turns)
 
     def _permutation_index(self, matrices: Tensor, h: int, w: int) -> Tensor:
         """Source pixel (flat) of each output pixel for signed permutation matrices, ``(R, H·W)``."""

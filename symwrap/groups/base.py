@@ -8,7 +8,8 @@ an :class:`symwrap.actions.Action`; a group only carries the name of its default
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from torch import Tensor
@@ -16,7 +17,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from symwrap.actions.base import Action
 
-__all__ = ["ContinuousGroup", "FiniteGroup", "Group"]
+__all__ = ["ContinuousGroup", "FiniteGroup", "Group", "cached_per_group"]
 
 
 class Group(ABC):
@@ -131,3 +132,25 @@ class ContinuousGroup(Group):
         """
         batch = x.shape[0]
         return self.sample(batch * n, generator=generator).reshape(batch, n, *self.code_shape)
+
+
+_T = TypeVar("_T")
+
+
+def cached_per_group(
+    cache: dict[tuple, tuple[Group, _T]], group: Group, compute: Callable[[Group], _T], extra: Hashable = ()
+) -> _T:
+    """``compute(group)``, kept in ``cache`` for the last 8 (group, ``extra``) keys.
+
+    Keyed by the group's identity (groups are not hashable by value); the entry holds the group itself, so its id
+    cannot be reused by another group while cached. ``extra`` adds what else the value depends on (options).
+    """
+    key = (id(group), extra)
+    cached = cache.get(key)
+    if cached is not None and cached[0] is group:
+        return cached[1]
+    value = compute(group)
+    if len(cache) >= 8:
+        cache.pop(next(iter(cache)))
+    cache[key] = (group, value)
+    return value

@@ -24,9 +24,8 @@ Canonicalizers (``canonicalizer=``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +39,7 @@ from symwrap.errors import ConfigError
 from symwrap.frames.base import check_cloud, check_mask, mask_from_call, point_group_spec
 from symwrap.frames.pca import DEFAULT_EIGEN_GAP, PCAFrame
 from symwrap.frames.sorting import SortFrame, check_set_input
-from symwrap.groups.base import Group
+from symwrap.groups.base import Group, cached_per_group
 from symwrap.groups.discrete import PermutationGroup, ShiftGroup
 from symwrap.groups.matrix import MatrixGroup, OrthogonalGroup, cyclic, dihedral
 from symwrap.methods.base import Method, Plan
@@ -112,8 +111,8 @@ class Canonicalization(Method):
         self._group: Group | None = None
         # Per group (by identity): its canonicalizer kind and, for "learned", the finite group scored. Both depend
         # only on the group and the options, and finding them costs a few µs of isinstance checks a call.
-        self._kinds: dict[int, tuple[Group, str]] = {}
-        self._scoring: dict[int, tuple[Group, MatrixGroup]] = {}
+        self._kinds: dict[tuple, tuple[Group, str]] = {}
+        self._scoring: dict[tuple, tuple[Group, MatrixGroup]] = {}
         self._frames: dict[tuple, tuple[Group, PCAFrame]] = {}
         if self.options.canonicalizer == "learned":
             self._build_learned()
@@ -124,7 +123,7 @@ class Canonicalization(Method):
 
     # ------------------------------------------------------------------ group checks
     def _kind(self, group: Group) -> str:
-        return _per_group(self._kinds, group, self._find_kind)
+        return cached_per_group(self._kinds, group, self._find_kind)
 
     def _find_kind(self, group: Group) -> str:
         wanted = self.options.canonicalizer
@@ -150,7 +149,7 @@ class Canonicalization(Method):
 
     def _scoring_group(self, group: Group) -> MatrixGroup:
         """The finite group whose elements the learned canonicalizer scores (cached: ``cyclic(N)`` is built once)."""
-        return _per_group(self._scoring, group, self._find_scoring_group)
+        return cached_per_group(self._scoring, group, self._find_scoring_group)
 
     def _find_scoring_group(self, group: Group) -> MatrixGroup:
         if isinstance(group, MatrixGroup):
@@ -207,16 +206,12 @@ class Canonicalization(Method):
         """The PCA frame builder of a point group, made once per group and options (it holds no data)."""
         opts = self.options
         gap = DEFAULT_EIGEN_GAP if opts.gap is None else opts.gap
-        key = (id(group), gap, opts.degenerate)
-        cached = self._frames.get(key)
-        if cached is not None and cached[0] is group:
-            return cached[1]
-        d, special, translation = point_group_spec(group)  # type: ignore[misc]
-        frame = PCAFrame(d, special=special, translation=translation, gap=gap, degenerate=opts.degenerate)
-        if len(self._frames) >= 8:
-            self._frames.pop(next(iter(self._frames)))
-        self._frames[key] = (group, frame)
-        return frame
+
+        def build(group: Group) -> PCAFrame:
+            d, special, translation = point_group_spec(group)  # type: ignore[misc]
+            return PCAFrame(d, special=special, translation=translation, gap=gap, degenerate=opts.degenerate)
+
+        return cached_per_group(self._frames, group, build, extra=(gap, opts.degenerate))
 
     def _learned_plan(self, x: Tensor, group: Group) -> Plan:
         scoring = self._scoring_group(group)
@@ -262,19 +257,3 @@ class Canonicalization(Method):
     def identity_rate(self, x: Tensor, group: Group | None = None) -> float:
         """Fraction of ``x`` whose canonical element is the identity (1.0 on upright data after training)."""
         return float((self.scores(x, group).argmax(dim=1) == 0).float().mean())
-
-
-_T = TypeVar("_T")
-
-
-def _per_group(cache: dict[int, tuple[Group, _T]], group: Group, compute: Callable[[Group], _T]) -> _T:
-    """``compute(group)``, kept in ``cache`` (the last 8 groups, by identity: the entry holds the group, so its id is
-    not reused while cached)."""
-    cached = cache.get(id(group))
-    if cached is not None and cached[0] is group:
-        return cached[1]
-    value = compute(group)
-    if len(cache) >= 8:
-        cache.pop(next(iter(cache)))
-    cache[id(group)] = (group, value)
-    return value

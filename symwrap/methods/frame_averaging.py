@@ -25,7 +25,7 @@ from symwrap.errors import ConfigError
 from symwrap.frames.base import DEGENERATE_MODES, check_cloud, check_mask, mask_from_call, point_group_spec
 from symwrap.frames.pca import DEFAULT_EIGEN_GAP, PCAFrame
 from symwrap.frames.sorting import SortFrame, check_set_input
-from symwrap.groups.base import FiniteGroup, Group
+from symwrap.groups.base import FiniteGroup, Group, cached_per_group
 from symwrap.groups.discrete import PermutationGroup
 from symwrap.methods.base import Method, Plan, uniform_weights
 
@@ -119,16 +119,13 @@ class FrameAveraging(Method):
         """The PCA frame builder of a point group (``None`` for other groups), made once per group and options."""
         opts = self.options
         gap = DEFAULT_EIGEN_GAP if opts.gap is None else opts.gap
-        key = (id(group), gap, opts.degenerate, opts.enlarge_samples, opts.seed)
-        frames = self._frames
-        cached = frames.get(key)
-        if cached is not None and cached[0] is group:  # ids are only reused by dead groups
-            return cached[1]
-        spec = point_group_spec(group)
-        frame = None
-        if spec is not None:
+
+        def build(group: Group) -> PCAFrame | None:
+            spec = point_group_spec(group)
+            if spec is None:
+                return None
             d, special, translation = spec
-            frame = PCAFrame(
+            return PCAFrame(
                 d,
                 special=special,
                 translation=translation,
@@ -137,10 +134,10 @@ class FrameAveraging(Method):
                 enlarge_samples=opts.enlarge_samples,
                 seed=opts.seed,
             )
-        if len(frames) >= 8:
-            frames.pop(next(iter(frames)))
-        frames[key] = (group, frame)
-        return frame
+
+        return cached_per_group(
+            self._frames, group, build, extra=(gap, opts.degenerate, opts.enlarge_samples, opts.seed)
+        )
 
     def plan(self, x: Tensor, group: Group, mask: Tensor | None = None) -> Plan:
         """The frame of each input.
