@@ -11,7 +11,7 @@ from torch import nn
 from torch.testing import assert_close
 
 import symwrap
-from symwrap.actions import PointCloudAction
+from symwrap.actions import ImageAction, PointCloudAction
 from symwrap.canonicalizers import LearnedCanonicalizer
 from tests.conftest import DenseCNN, PointMLP, SmallCNN
 from tests.test_frame_averaging import POINT_GROUPS, CountingModel, SetMLP, moved, random_elements
@@ -228,7 +228,10 @@ def test_learned_canonicalizer_round_trips_through_save_pretrained(
 def _direct_scores(canon: LearnedCanonicalizer, x: torch.Tensor, group: symwrap.groups.Group, elements: torch.Tensor):
     """The canonicalizer's scores without its caches: the action applied afresh, every layer of the net run."""
     small = canon.downscale(x)
-    return canon.net(canon._act(small, group, elements)).reshape(x.shape[0], elements.shape[0])
+    batch, order = small.shape[0], elements.shape[0]
+    src = torch.arange(batch).repeat_interleave(order)
+    copies = ImageAction().apply(small, src, elements.repeat(batch, 1, 1), group)
+    return canon.net(copies).reshape(batch, order)
 
 
 def test_learned_canonicalizer_caches_never_change_the_scores() -> None:

@@ -85,26 +85,24 @@ class LearnedCanonicalizer(nn.Module):
         The gather (one ``index_select`` for exact groups) is precomputed once per (shape, dtype, device, group)
         and reused while the elements have the same values, so the result never depends on the cache.
         """
-        if torch.compiler.is_compiling():
-            return self._act(small, group, elements)
         elements = elements.to(small.device)
+        if torch.compiler.is_compiling():
+            return self._action.apply(small, *_orbit_rows(small, elements), group)
         key = (tuple(small.shape), small.dtype, small.device, id(group), tuple(elements.shape))
         cached = self._gathers.get(key)
         # ids are only reused by dead objects: the group held in the entry proves it is the same one; the elements
         # are compared by value against a private copy (one small torch.equal)
         if cached is not None and cached[1] is group and torch.equal(cached[0], elements):
             return cached[2](small)
-        batch, order = small.shape[0], elements.shape[0]
-        src = torch.arange(batch, device=small.device).repeat_interleave(order)
-        codes = elements.repeat(batch, 1, 1)
-        gather = self._action.row_gather(small, src, codes, group)
+        gather = self._action.row_gather(small, *_orbit_rows(small, elements), group)
         if len(self._gathers) >= 8:
             self._gathers.pop(next(iter(self._gathers)))
         self._gathers[key] = (elements.clone(), group, gather)
         return gather(small)
 
-    def _act(self, small: Tensor, group: Group, elements: Tensor) -> Tensor:
-        batch, order = small.shape[0], elements.shape[0]
-        src = torch.arange(batch, device=small.device).repeat_interleave(order)
-        codes = elements.to(small.device).repeat(batch, 1, 1)
-        return self._action.apply(small, src, codes, group)
+
+def _orbit_rows(small: Tensor, elements: Tensor) -> tuple[Tensor, Tensor]:
+    """``src`` ``(B·|G|,)`` and element codes ``(B·|G|, 2, 2)`` of the rows ``b·|G| + j`` = ``elements[j]·small[b]``."""
+    batch, order = small.shape[0], elements.shape[0]
+    src = torch.arange(batch, device=small.device).repeat_interleave(order)
+    return src, elements.repeat(batch, 1, 1)
