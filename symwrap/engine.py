@@ -124,7 +124,7 @@ class OrbitEngine:
             return rows
         if isinstance(self.chunk_size, int):
             return min(self.chunk_size, rows)
-        flat = plan.elements.reshape(rows, *plan.elements.shape[2:])
+        flat = plan.flat_elements()
         src = self._row_map(batch, copies, flat.device)[0]
 
         def measure(start: int, stop: int) -> None:
@@ -151,7 +151,7 @@ class OrbitEngine:
         rows = batch * copies
         per_chunk = self._rows_per_chunk(call, group, action, plan)
         device = call.acted[0].device
-        flat = plan.elements.reshape(rows, *plan.elements.shape[2:])
+        flat = plan.flat_elements()
         src_all, slot_all = self._row_map(batch, copies, device)
         start = 0
         while start < rows:

@@ -235,3 +235,41 @@ def test_image_action_reuses_no_stale_pixel_index(images: torch.Tensor) -> None:
             rotations, mirrored = divmod(k, 2)
             expected = torch.rot90(x[0].flip(-1) if mirrored else x[0], rotations, dims=(-2, -1))
             torch.testing.assert_close(moved[row], expected, rtol=0, atol=0)
+
+
+def _expected_d4(x: torch.Tensor, k: int) -> torch.Tensor:
+    rotations, mirrored = divmod(k, 2)
+    return torch.rot90(x.flip(-1) if mirrored else x, rotations, dims=(-2, -1))
+
+
+def test_image_action_recognises_reused_rows_and_their_slices_without_rebuilding(
+    images: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reused plan's rows, and every chunk's slice of them, find their pixel index by address (no value
+    comparison, which on a GPU makes the host wait); rows written in place are rebuilt."""
+    from symwrap.actions import ImageAction
+
+    group = symwrap.get_group("d4")
+    action = ImageAction()
+    rows = group.elements().repeat(3, 1, 1)  # (24, 2, 2): three inputs' orbits, as a plan's flat elements
+    src = torch.arange(3).repeat_interleave(8)
+    built: list[int] = []
+    tables = action._permutation_tables
+    monkeypatch.setattr(action, "_permutation_tables", lambda m, h, w: (built.append(len(m)), tables(m, h, w))[1])
+
+    def run(chunk: int) -> None:
+        for start in range(0, 24, chunk):
+            moved = action.apply(images, src[start : start + chunk], rows[start : start + chunk], group)
+            for i, row in enumerate(range(start, start + chunk)):
+                torch.testing.assert_close(moved[i], _expected_d4(images[src[row]], row % 8), rtol=0, atol=0)
+
+    run(2)  # twelve chunks: each slice is built once ...
+    assert built == [2] * 12
+    run(2)  # ... and found again by address on the next call
+    run(24)
+    run(24)
+    assert built == [2] * 12 + [24]
+    rows[:] = rows.flip(0)  # written in place: the version moves, so the index is rebuilt from the new values
+    moved = action.apply(images, src[:2], rows[:2], group)
+    torch.testing.assert_close(moved[0], _expected_d4(images[0], 7), rtol=0, atol=0)
+    assert built == [2] * 12 + [24, 2]

@@ -52,9 +52,12 @@ class ImageAction(Action):
             raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
         self.padding, self.interpolation = padding, interpolation
         self._tables: dict[tuple, Tensor] = {}
-        # The last few (element codes -> pixel index) pairs: group averaging moves the same elements every
-        # call, so one torch.equal replaces a dozen small ops per chunk (it matters for small models at B=1).
-        self._recent: dict[tuple, tuple[Tensor, Tensor]] = {}
+        # The last few element rows met, by memory address -> their pixel tables: a reused plan moves the same
+        # rows every call (and every chunk the same slices of them), so the pixel index is found without a dozen
+        # small ops per chunk, and without a host-device sync (unique, .tolist(), bool) on a GPU.
+        self._known: dict[tuple, _KnownRows] = {}
+        self._last_of_shape: dict[tuple, _KnownRows] = {}  # by (shape, H, W, device, dtype): for _same_values
+        self._stacks: dict[tuple, Tensor] = {}  # the pixel tables of a set of distinct elements, stacked
         self._quarter_turns: dict[tuple, tuple[Group, bool]] = {}
         # The last few (rows, pixel index, shape) -> flat source index of every output value: the same plan moves
         # the same rows every call, so small inputs take one index_select instead of index_select + gather.
@@ -93,18 +96,39 @@ class ImageAction(Action):
             if group.exact and group.is_finite:
                 return _gather_pixels(x, src, _signed_permutation_index(elements, h, w))
             return self._resample(x, src, elements)
-        key = (tuple(elements.shape), h, w, elements.device, elements.dtype)
-        recent = self._recent.get(key)
-        if recent is not None and torch.equal(recent[0], elements):
-            return self._gather_cached(x, src, recent[1])
-        integer = (elements - elements.round()).abs().amax() < 1e-6 if elements.numel() else True
-        if not bool(integer):
-            return self._resample(x, src, elements)
-        index = self._permutation_index(elements.round(), h, w)
-        if len(self._recent) >= 8:
-            self._recent.pop(next(iter(self._recent)))
-        self._recent[key] = (elements.clone(), index)
-        return self._gather_cached(x, src, index)
+        key = _rows_key(elements, h, w)
+        known = self._known.get(key)
+        if known is None or not known.unchanged(elements):
+            known = self._same_values(key, elements, h, w)
+        if known is None:
+            integer = (elements - elements.round()).abs().amax() < 1e-6 if elements.numel() else True
+            if not bool(integer):
+                return self._resample(x, src, elements)
+            known = self._remember(
+                key, elements, h, w, _KnownRows(elements, *self._permutation_tables(elements.round(), h, w))
+            )
+        return self._gather_cached(x, src, known.index())
+
+    def _same_values(self, key: tuple, elements: Tensor, h: int, w: int) -> _KnownRows | None:
+        """The last rows of this shape when ``elements`` (new memory) holds the same values: a plan made anew each
+        call with the same elements, or a canonical pose repeated (one comparison instead of rebuilding)."""
+        last = self._last_of_shape.get((tuple(elements.shape), h, w, elements.device, elements.dtype))
+        if last is None or not torch.equal(last.values, elements):
+            return None
+        return self._remember(key, elements, h, w, last.moved_to(elements))
+
+    def _remember(self, key: tuple, elements: Tensor, h: int, w: int, known: _KnownRows) -> _KnownRows:
+        """Keep ``known`` (the last 64) under the rows' address, and as the last rows of their shape."""
+        self._known.pop(key, None)
+        if len(self._known) >= 64:
+            self._known.pop(next(iter(self._known)))
+        self._known[key] = known
+        shape_key = (tuple(elements.shape), h, w, elements.device, elements.dtype)
+        self._last_of_shape.pop(shape_key, None)
+        if len(self._last_of_shape) >= 8:
+            self._last_of_shape.pop(next(iter(self._last_of_shape)))
+        self._last_of_shape[shape_key] = known
+        return known
 
     def _gather_cached(self, x: Tensor, src: Tensor, index: Tensor) -> Tensor:
         """:func:`_gather_pixels` as one ``index_select`` of the flattened input when ``src`` and ``index`` are the
@@ -147,18 +171,32 @@ class ImageAction(Action):
 
     def _permutation_index(self, matrices: Tensor, h: int, w: int) -> Tensor:
         """Source pixel (flat) of each output pixel for signed permutation matrices, ``(R, H·W)``."""
+        tables, ids = self._permutation_tables(matrices, h, w)
+        return tables[ids]
+
+    def _permutation_tables(self, matrices: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+        """For signed permutation matrices ``(R, 2, 2)``: the source pixel of each output pixel per distinct
+        matrix, ``(U, H·W)``, and which of them each row is, ``(R,)``."""
         # Each entry is -1, 0 or 1: a base-3 key identifies the element, tables are cached per size.
         keys = ((matrices.reshape(-1, 4).long() + 1) * torch.tensor([1, 3, 9, 27], device=matrices.device)).sum(-1)
         unique, inverse = torch.unique(keys, return_inverse=True)
+        distinct = unique.tolist()
         tables = []
-        for key in unique.tolist():
+        for key in distinct:
             cache_key = (key, h, w, matrices.device)
             if cache_key not in self._tables:
                 digits = [(key // 3**i) % 3 - 1 for i in range(4)]
                 a = torch.tensor(digits, dtype=torch.float64).reshape(2, 2)
                 self._tables[cache_key] = _matrix_source_index(a, h, w).to(matrices.device)
             tables.append(self._tables[cache_key])
-        return torch.stack(tables)[inverse]
+        if not tables:
+            return torch.empty(0, h * w, dtype=torch.long, device=matrices.device), inverse
+        stack_key = (tuple(distinct), h, w, matrices.device)  # the chunks of one orbit share their stack
+        if stack_key not in self._stacks:
+            if len(self._stacks) >= 16:
+                self._stacks.pop(next(iter(self._stacks)))
+            self._stacks[stack_key] = torch.stack(tables)
+        return self._stacks[stack_key], inverse
 
     def _resample(self, x: Tensor, src: Tensor, matrices: Tensor) -> Tensor:
         if not x.dtype.is_floating_point:
@@ -250,3 +288,46 @@ def _gather_pixels(x: Tensor, src: Tensor, index: Tensor) -> Tensor:
     flat = x.reshape(shape[0], -1, shape[-2] * shape[-1]).index_select(0, src)
     out = torch.gather(flat, 2, index[:, None, :].expand(-1, flat.shape[1], -1))
     return out.reshape(src.shape[0], *shape[1:])
+
+
+class _KnownRows:
+    """Element rows ``(R, 2, 2)`` already turned into pixel tables (:meth:`ImageAction.apply`).
+
+    Holds the rows tensor itself, so no other tensor can take its memory while known, and its version counter,
+    which every in-place write moves: a tensor at that address, with that shape, those strides and that version,
+    holds the same rows, recognised without comparing values (a comparison makes the host wait for a GPU).
+    """
+
+    def __init__(self, rows: Tensor, tables: Tensor, ids: Tensor, index: Tensor | None = None) -> None:
+        self.rows, self.version, self.tables, self.ids = rows, _version_of(rows), tables, ids
+        self.values = rows.clone()  # for the value comparison when the same rows come back in new memory
+        # Whole pixel indices are kept for small rows only (the flat-index gather needs the same tensor every call,
+        # and only below its own limit): 64 chunks of a 224² orbit would otherwise hold gigabytes.
+        if index is None and ids.shape[0] * tables.shape[-1] <= _FLAT_INDEX_LIMIT:
+            index = tables[ids]
+        self._index = index
+
+    def moved_to(self, rows: Tensor) -> _KnownRows:
+        """The same tables (and kept index) for equal rows in other memory."""
+        return _KnownRows(rows, self.tables, self.ids, self._index)
+
+    def unchanged(self, elements: Tensor) -> bool:
+        """Whether ``elements`` (found under :func:`_rows_key`) still holds the rows' values."""
+        return self.version is not None and not elements.is_inference() and elements._version == self.version
+
+    def index(self) -> Tensor:
+        """The source pixel index ``(R, H·W)`` of each row: the same tensor every call when kept."""
+        return self._index if self._index is not None else self.tables[self.ids]
+
+
+def _rows_key(elements: Tensor, h: int, w: int) -> tuple:
+    """Where element rows live (storage address, offset, shape, strides) and the image size they move."""
+    storage = elements.untyped_storage().data_ptr()
+    where = (storage, elements.device, elements.storage_offset(), tuple(elements.shape), elements.stride())
+    return (*where, h, w, elements.dtype)
+
+
+def _version_of(t: Tensor) -> int | None:
+    """``t``'s version counter (bumped by every in-place write to its memory), or ``None`` where it has none
+    (tensors made under ``torch.inference_mode``)."""
+    return None if t.is_inference() else t._version

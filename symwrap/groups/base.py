@@ -99,9 +99,21 @@ class FiniteGroup(Group):
     def identity(self) -> Tensor:
         return self.elements()[0]
 
+    def elements_on(self, device: torch.device) -> Tensor:
+        """:meth:`elements` on ``device``, ``(|G|, *code_shape)``, copied there once and kept.
+
+        A copy from host memory on every call would make the host wait for the device (the copy synchronises),
+        so nothing could be queued behind the running kernels.
+        """
+        cache: dict[torch.device, Tensor] = self.__dict__.setdefault("_elements_on", {})
+        found = cache.get(device)
+        if found is None:
+            found = cache[device] = self.elements().to(device)
+        return found
+
     def index_of(self, codes: Tensor) -> Tensor:
         """Index in :meth:`elements` of each code ``(*batch, *code_shape)`` -> ``(*batch,)`` int64."""
-        elements = self.elements().to(codes.device)
+        elements = self.elements_on(codes.device)
         n_code = len(self.code_shape)
         flat = codes.reshape(-1, *self.code_shape)
         match = self.equal(flat[:, None], elements[None])  # (n, |G|)

@@ -82,7 +82,6 @@ class MatrixGroup(FiniteGroup):
         integer = bool(torch.all((elements - elements.round()).abs() < 1e-12))
         self.exact = integer if exact is None else exact
         self._action_kind = action
-        self._cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
     @property
     def dim(self) -> int:
@@ -90,13 +89,6 @@ class MatrixGroup(FiniteGroup):
 
     def elements(self) -> Tensor:
         return self._elements.float()
-
-    def elements_like(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
-        """:meth:`elements` on ``device``/``dtype``, cached."""
-        key = (torch.device(device or "cpu"), dtype)
-        if key not in self._cache:
-            self._cache[key] = self._elements.to(device=key[0], dtype=dtype)
-        return self._cache[key]
 
     def order(self) -> int:
         return int(self._elements.shape[0])

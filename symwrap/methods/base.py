@@ -34,10 +34,24 @@ class Plan:
 
     elements: Tensor
     weights: Tensor
+    _flat: Tensor | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     @property
     def copies(self) -> int:
         return int(self.elements.shape[1])
+
+    def flat_elements(self) -> Tensor:
+        """``elements`` as rows ``(B·k, *code_shape)``, row ``b·k + j`` = ``elements[b, j]``.
+
+        Made once per plan (the reshape of an expanded plan copies): a plan reused call after call then hands the
+        actions the same tensor, and the same slices of it per chunk, which they recognise by address instead of
+        comparing values (a comparison makes the host wait for the device).
+        """
+        if torch.compiler.is_compiling():
+            return self.elements.reshape(-1, *self.elements.shape[2:])
+        if self._flat is None:
+            self._flat = self.elements.reshape(-1, *self.elements.shape[2:])
+        return self._flat
 
 
 @dataclass
@@ -146,3 +160,24 @@ class Method(nn.Module):
 def uniform_weights(batch: int, copies: int, device: torch.device) -> Tensor:
     """``(B, k)`` weights ``1/k``."""
     return torch.full((batch, copies), 1.0 / copies, device=device)
+
+
+class WholeGroupPlans:
+    """The plan that evaluates every element of a finite group with uniform weights, kept for the last (group,
+    batch size, device). Reused call after call, the same plan (and its :meth:`Plan.flat_elements`) saves small
+    ops at small batches, and lets the actions recognise the elements without a host-device sync."""
+
+    def __init__(self) -> None:
+        self._last: tuple[Group, int, torch.device, Plan] | None = None
+
+    def __call__(self, group: Group, x: Tensor) -> Plan:
+        """The plan for inputs ``x`` ``(B, ...)``: elements ``(B, |G|, *code_shape)``, weights ``(B, |G|)``."""
+        batch, last = x.shape[0], self._last
+        if last is not None and last[0] is group and last[1] == batch and last[2] == x.device:
+            return last[3]
+        elements = group.elements_on(x.device)
+        plan = Plan(
+            elements.unsqueeze(0).expand(batch, *elements.shape), uniform_weights(batch, len(elements), x.device)
+        )
+        self._last = (group, batch, x.device, plan)
+        return plan

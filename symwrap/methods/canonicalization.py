@@ -215,7 +215,7 @@ class Canonicalization(Method):
 
     def _learned_plan(self, x: Tensor, group: Group) -> Plan:
         scoring = self._scoring_group(group)
-        elements = scoring.elements_like(x.device)  # cached per device: the canonicalizer caches its gather on it
+        elements = scoring.elements_on(x.device)  # cached per device: the canonicalizer caches its gather on it
         assert self.canonicalizer is not None
         scores = self.canonicalizer(x, scoring, elements)  # (B, |G|)
         batch = x.shape[0]
@@ -242,7 +242,7 @@ class Canonicalization(Method):
                 "symwrap.wrap(model, 'rot90', 'canonicalization') (or pass group=...)."
             )
         scoring = self._scoring_group(group)
-        return self.canonicalizer(x, scoring, scoring.elements_like(x.device))
+        return self.canonicalizer(x, scoring, scoring.elements_on(x.device))
 
     def prior_loss(self, x: Tensor, group: Group | None = None) -> Tensor:
         """The canonicalization prior: cross-entropy pushing upright training images to the identity element.

@@ -27,7 +27,7 @@ from symwrap.frames.pca import DEFAULT_EIGEN_GAP, PCAFrame
 from symwrap.frames.sorting import SortFrame, check_set_input
 from symwrap.groups.base import FiniteGroup, Group, cached_per_group
 from symwrap.groups.discrete import PermutationGroup
-from symwrap.methods.base import Method, Plan, uniform_weights
+from symwrap.methods.base import Method, Plan, WholeGroupPlans
 
 __all__ = ["FrameAveraging", "FrameAveragingOptions"]
 
@@ -98,6 +98,7 @@ class FrameAveraging(Method):
         super().__init__(**options)
         #: The PCA frame builder (or ``None``) of each group, by identity and the options it was made from.
         self._frames: dict[tuple, tuple[Group, PCAFrame | None]] = {}
+        self._whole_group = WholeGroupPlans()
 
     def check_group(self, group: Group) -> None:
         if point_group_spec(group) is None and not isinstance(group, FiniteGroup):
@@ -165,8 +166,4 @@ class FrameAveraging(Method):
         if mask is not None:
             raise ConfigError(f"option 'mask' is only used by point-cloud and perm frames, not group {group.name!r}")
         # For a finite group the whole group is a frame (the smallest equivariant one for generic inputs).
-        elements = group.elements().to(x.device)
-        batch = x.shape[0]
-        return Plan(
-            elements.unsqueeze(0).expand(batch, *elements.shape), uniform_weights(batch, len(elements), x.device)
-        )
+        return self._whole_group(group, x)

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from symwrap.errors import ConfigError
 from symwrap.groups.base import Group
-from symwrap.methods.base import Method, Plan, uniform_weights
+from symwrap.methods.base import Method, Plan, WholeGroupPlans
 
 __all__ = ["GroupAveraging"]
 
@@ -35,19 +35,10 @@ class GroupAveraging(Method):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._last: tuple[Group, int, object, Plan] | None = None
+        self._plans = WholeGroupPlans()
 
     def static_plan(self, group: Group) -> bool:
         return True  # the whole group for every input
 
     def plan(self, x: Tensor, group: Group) -> Plan:
-        # The plan depends only on (group, batch size, device): reuse the last one (saves work at small batches).
-        last = self._last
-        if last is not None and last[0] is group and last[1] == x.shape[0] and last[2] == x.device:
-            return last[3]
-        elements = group.elements().to(x.device)
-        batch, order = x.shape[0], elements.shape[0]
-        expanded = elements.unsqueeze(0).expand(batch, *elements.shape)
-        plan = Plan(expanded, uniform_weights(batch, order, x.device))
-        self._last = (group, batch, x.device, plan)
-        return plan
+        return self._plans(group, x)  # depends only on (group, batch size, device): the last one is reused
