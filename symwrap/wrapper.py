@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from symwrap.adapters.base import Adapter, BoundCall, Selector
 from symwrap.adapters.torch import release_captures
 from symwrap.chunking import ChunkTuner
 from symwrap.engine import ChunkSize, OrbitEngine
-from symwrap.errors import ConfigError, IncompatibleModelError
+from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
 from symwrap.fast_path import UNFINISHED, FastPath, FastPathKey, fast_path_key
 from symwrap.groups.base import Group
 from symwrap.memory import MemoryBudget, is_out_of_memory, parse_memory
@@ -189,6 +190,9 @@ class SymmetrizedModel(nn.Module):
         self.input_action = input_action
         self.output_action = output_action
         self.config = config
+        device = _weights_device(base_model)
+        if device is not None:  # symwrap's learned parts (canonicalizer, λ-net) start where the base's weights are
+            method.to(device)
         memory = MemoryBudget(max_memory=parse_memory(config.max_memory))
         self.engine = OrbitEngine(config.chunk_size, ChunkTuner(memory=memory))
         self._symmetrize = True
@@ -203,13 +207,26 @@ class SymmetrizedModel(nn.Module):
         """
         if not self._symmetrize:
             return self.base_model(*args, **kwargs)
-        if not torch.compiler.is_compiling():  # a traced call keeps the general path (and guards on no cache)
-            fast_paths = self.engine.fast_paths
-            key = fast_path_key(args, kwargs) if fast_paths else None
-            if key is not None:
-                result = self._fast_call(fast_paths, key, args[0])
-                if result is not UNFINISHED:
-                    return result
+        if torch.compiler.is_compiling():
+            # A traced call keeps the general path (and guards on no cache), outside the try below: dynamo cannot
+            # resume after a graph break (the chunk tuner's eager measurement) inside a try block.
+            return self._general_call(args, kwargs)
+        fast_paths = self.engine.fast_paths
+        key = fast_path_key(args, kwargs) if fast_paths else None
+        if key is not None:
+            result = self._fast_call(fast_paths, key, args[0])
+            if result is not UNFINISHED:
+                return result
+        try:
+            return self._general_call(args, kwargs)
+        except RuntimeError as error:  # torch's own message for a device mismatch comes from deep in the model
+            mismatch = self._device_mismatch(args, kwargs)
+            if mismatch is not None:
+                raise InputLayoutError(mismatch) from error
+            raise
+
+    def _general_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Plan, run the engine and combine (the path of every call the fast path does not take)."""
         call = self.adapter.bind(args, kwargs)
         # Under torch.autocast only the base model's forwards run in low precision (BoundCall restores the
         # caller's autocast around them); the plan, the actions, reweighing and the reduction run in float32.
@@ -232,6 +249,24 @@ class SymmetrizedModel(nn.Module):
             )
         self._learn_fast_path(args, kwargs, call, group, plan, result)
         return result
+
+    def _device_mismatch(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """After a failed call: why, when an acted input is on another device than the wrapped model's weights."""
+        device = _weights_device(self)
+        if device is None:
+            return None  # no weights, or spread over devices on purpose: nothing to say
+        try:
+            call = self.adapter.bind(args, kwargs)
+        except Exception:
+            return None
+        for x, location in zip(call.acted, call.locations):
+            if x.device != device:
+                where = f"argument {location[1]}" if location[0] == "arg" else f"keyword argument {location[1]!r}"
+                return (
+                    f"the input ({where}) is on {x.device} but the wrapped model's weights are on {device}; "
+                    f"move the input with x.to({str(device)!r}), or the model with wrapped.to({str(x.device)!r})."
+                )
+        return None
 
     def _fast_call(self, fast_paths: dict[FastPathKey, FastPath | None], key: FastPathKey, x: Tensor) -> Any:
         """The steady-state call for ``x`` (:mod:`symwrap.fast_path`), or ``UNFINISHED`` (take the general path)."""
@@ -271,7 +306,7 @@ class SymmetrizedModel(nn.Module):
         fast = None
         if eligible:
             batch, copies = plan.elements.shape[:2]
-            flat = plan.elements.reshape(batch * copies, *plan.elements.shape[2:])
+            flat = plan.flat_elements()
             src = torch.arange(batch, device=key[2]).repeat_interleave(copies)  # the engine's row order b·k + j
             gather = self.input_action.row_gather(call.acted[0], src, flat, group)
             reweighing = method if method.reweighs else None
@@ -438,3 +473,9 @@ def wrap(
         max_memory=max_memory,
     )
     return SymmetrizedModel(model, the_group, the_method, the_adapter, input_action, output_action, config)
+
+
+def _weights_device(model: nn.Module) -> torch.device | None:
+    """The one device holding all of ``model``'s parameters and buffers, or ``None`` (none, or several)."""
+    devices = {t.device for t in itertools.chain(model.parameters(), model.buffers())}
+    return devices.pop() if len(devices) == 1 else None

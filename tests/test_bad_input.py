@@ -132,3 +132,17 @@ def test_shift_stride_that_does_not_divide_the_image(cnn: SmallCNN) -> None:
     wrapped = symwrap.wrap(cnn, "shift", group_options={"stride": 5})
     with pytest.raises(InputLayoutError, match=r"stride=5 needs H and W divisible by 5; got H=16, W=16"):
         wrapped(torch.randn(1, 3, 16, 16))
+
+
+def test_input_on_another_device_than_the_weights_names_both_devices() -> None:
+    # The meta device stands in for a GPU here (tests/test_cuda.py checks a real CPU input on a CUDA model).
+    wrapped = symwrap.wrap(SmallCNN(8).eval().to("meta"), "d4", chunk_size=None)
+    with pytest.raises(symwrap.InputLayoutError, match=r"argument 0\) is on cpu but .* weights are on meta.*x\.to"):
+        wrapped(torch.randn(2, 3, 8, 8))
+
+
+def test_learned_parts_start_on_the_base_models_device() -> None:
+    # A canonicalizer left on the CPU beside a GPU model would run there, silently and slowly, on every call
+    # (tests/test_cuda.py checks CUDA; the meta device stands in for it here).
+    wrapped = symwrap.wrap(SmallCNN(8).eval().to("meta"), "d4", "canonicalization")
+    assert {p.device.type for p in wrapped.method.parameters()} == {"meta"}
