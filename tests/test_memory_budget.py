@@ -112,6 +112,7 @@ def test_auto_chunk_stays_within_a_small_memory_cap_and_matches_the_stacked_resu
 @pytest.mark.gpu
 def test_auto_chunk_stays_within_a_memory_cap_on_cuda() -> None:
     device = torch.device("cuda")
+    torch.backends.cudnn.allow_tf32 = False  # TF32 convolutions round differently per chunk size (~1e-3)
     model = SmallCNN(32).eval().to(device)
     x = torch.randn(16, 3, 32, 32, device=device)
     cap = 2 * MIB
@@ -122,8 +123,9 @@ def test_auto_chunk_stays_within_a_memory_cap_on_cuda() -> None:
         with measure_peak(device) as second:
             wrapped(x)
         reference = symwrap.wrap(model, "d4", chunk_size=None)(x)
+    torch.backends.cudnn.allow_tf32 = True
     assert 1 <= chosen < 128 and second.peak <= cap
-    assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    assert_close(out, reference, rtol=1e-4, atol=1e-4)  # cuDNN picks other algorithms per chunk size
 
 
 def test_per_call_max_rows_caps_the_candidates() -> None:
