@@ -11,9 +11,16 @@ Part 2 (``--vit``): probes only, no full run. The peak of a timm ``vit_base_patc
 rows per forward that a budget (default 24 GB) allows at B=256 with d4 (2048 rows), and the peak that stacking all
 2048 rows would need. These are predictions from measured probes, not a full run.
 
+Part 3 (``--vit-run``, CUDA only): the full run. The process is capped at the budget
+(``torch.cuda.set_per_process_memory_fraction``, so a bigger card behaves as a 24 GB one) and, at each
+``--vit-run-batches`` B, plain stacking of the 8·B rows and ``wrap(vit, "d4", max_memory=budget)`` each run; reported:
+out of memory or the peak, the chunk chosen, seconds per call, and the largest difference from a reference that
+runs B rows per forward.
+
     python benchmarks/bench_memory_budget.py                      # part 1 on the two small models
     python benchmarks/bench_memory_budget.py --vit                # part 2 only
     python benchmarks/bench_memory_budget.py --json bench-results/memory_budget.json
+    python benchmarks/bench_memory_budget.py --vit-run --device cuda     # part 3, on a GPU
 """
 
 from __future__ import annotations
@@ -139,6 +146,45 @@ def vit_probe(budget: str, batch: int, probes: list[int], device: torch.device, 
     }
 
 
+def vit_run(budget: str, batch: int, device: torch.device) -> dict[str, Any]:
+    """ViT-B/16 with d4 at ``batch`` inputs under ``budget``: plain stacking vs ``chunk_size="auto"``, for real."""
+    import timm
+
+    limit = parse_memory(budget)
+    assert limit is not None and device.type == "cuda"
+    torch.manual_seed(0)
+    model = timm.create_model("vit_base_patch16_224", pretrained=False).eval().to(device)
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    row: dict[str, Any] = {"batch": batch, "rows": GROUP_ORDER * batch, "budget": budget}
+
+    def attempt(label: str, fn: Any) -> Any:
+        torch.cuda.empty_cache()
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        try:
+            with torch.no_grad(), measure_peak(device) as measured:
+                out = fn()
+            torch.cuda.synchronize(device)
+        except torch.OutOfMemoryError:
+            row[label] = "out of memory"
+            return None
+        row[label] = {"peak": measured.peak, "seconds": time.perf_counter() - start}
+        return out
+
+    attempt("stacked", lambda: model(torch.cat(d4_copies(x))))
+    wrapped = symwrap.wrap(model, GROUP, max_memory=budget)
+    first = attempt("auto_first_call", lambda: wrapped(x))
+    out = attempt("auto", lambda: wrapped(x))
+    tuner = wrapped.engine.tuner
+    row["chosen"] = next(iter(tuner.cache.values())) if len(tuner.cache) == 1 else None
+    reference = attempt("reference", lambda: symwrap.wrap(model, GROUP, chunk_size=batch)(x))
+    if out is not None and reference is not None and first is not None:
+        row["max_abs_diff_vs_reference"] = (out - reference).abs().max().item()
+        row["max_abs_reference"] = reference.abs().max().item()
+        row["repeat_identical"] = bool(torch.equal(out, first))
+    return row
+
+
 def tuning_overhead(model_name: str, batch: int, repeats: int, device: torch.device) -> dict[str, Any]:
     """Seconds of the first (tuning) call with the default budget (0.9 × free memory, measured) vs none, median of
     ``repeats`` fresh wrappers, interleaved."""
@@ -173,6 +219,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vit-batch", type=int, default=256)
     p.add_argument("--vit-probes", nargs="+", type=int, default=[1, 2, 4, 8, 16])
     p.add_argument("--vit-unfused", action="store_true", help="also probe with timm's unfused attention")
+    p.add_argument("--vit-run", action="store_true", help="part 3 only (CUDA): the full ViT-B/16 run under the budget")
+    p.add_argument("--vit-run-batches", nargs="+", type=int, default=[256, 512])
     p.add_argument("--tuning", action="store_true", help="only: first-call (tuning) time with vs without a budget")
     p.add_argument("--repeats", type=int, default=3, help="fresh wrappers per configuration for --tuning")
     p.add_argument("--json", type=Path, default=None, help="write the results and machine info to this file")
@@ -186,7 +234,20 @@ def main(argv: list[str] | None = None) -> int:
     meter = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "live tensor storages (StorageMeter)"
     print(f"symwrap {info['symwrap']}, torch {info['torch']}, {info['device_name']} ({args.device}), peaks: {meter}")
     payload: dict[str, Any] = {"benchmark": "memory_budget", "group": GROUP, "machine": info, "meter": meter}
-    if args.tuning:
+    if args.vit_run:
+        if device.type != "cuda":
+            raise SystemExit("--vit-run needs --device cuda (it caps the GPU at the budget)")
+        total = torch.cuda.get_device_properties(device).total_memory
+        cap = parse_memory(args.vit_budget)
+        assert cap is not None
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), torch.cuda.current_device())
+        print(f"\npart 3: ViT-B/16, d4, the process capped at {args.vit_budget} of {format_bytes(total)}")
+        payload["vit_run"] = []
+        for batch in args.vit_run_batches:
+            row = vit_run(args.vit_budget, batch, device)
+            payload["vit_run"].append(row)
+            print(f"  B={batch} ({row['rows']} rows): " + json.dumps({k: v for k, v in row.items() if k != "batch"}))
+    elif args.tuning:
         payload["tuning"] = []
         print(f"\nfirst call (tuning) seconds, median of {args.repeats}: default budget (measured) vs no budget")
         for name in args.models:

@@ -105,7 +105,9 @@ def _clouds(batch: int, device: torch.device) -> Tensor:
 def pca_sign_copies(x: Tensor) -> list[Tensor]:
     """The 8 O(3) frame copies of clouds ``x`` ``(B, N, 3)`` the naive way: centre, PCA, every sign pattern."""
     centred = x - x.mean(dim=1, keepdim=True)
-    _, vectors = torch.linalg.eigh(centred.transpose(1, 2) @ centred)  # (B, 3, 3), batched
+    covariance = (centred.transpose(1, 2) @ centred).float()  # eigh has no bfloat16/float16 kernels (autocast)
+    _, vectors = torch.linalg.eigh(covariance)  # (B, 3, 3), batched
+    vectors = vectors.to(centred.dtype)
     copies = []
     for signs in torch.cartesian_prod(*[torch.tensor([1.0, -1.0], device=x.device)] * 3):
         copies.append(centred @ (vectors * signs))
@@ -150,6 +152,10 @@ def mean_of(outputs: list[Tensor]) -> Tensor:
     return torch.stack([o.float() for o in outputs]).mean(0)
 
 
+#: Keyword arguments of every ``torch.compile`` call (``--compile-mode``).
+COMPILE_OPTIONS: dict[str, Any] = {}
+
+
 def strategies(
     subject: Subject, base: nn.Module, x: Tensor, compiled: bool = False
 ) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
@@ -158,7 +164,7 @@ def strategies(
     With ``compiled``, the baselines call ``torch.compile(base)`` and each symwrap model is ``torch.compile(wrapped)``
     (the engine, the group action and the base model in one graph; the chunk tuner runs eagerly on the first call).
     """
-    model = torch.compile(base) if compiled else base
+    model = torch.compile(base, **COMPILE_OPTIONS) if compiled else base
     copies = [c.contiguous() for c in subject.copies(x)]
     stack = torch.cat(copies)
     fns: dict[str, Callable[[], Any]] = {
@@ -175,7 +181,7 @@ def strategies(
         torch.manual_seed(0)
         w = symwrap.wrap(base, subject.group, method, **options).eval()
         wrapped[method] = w
-        run = torch.compile(w) if compiled else w
+        run = torch.compile(w, **COMPILE_OPTIONS) if compiled else w
         fns[method] = lambda run=run: run(x)
     return fns, wrapped
 
@@ -326,22 +332,26 @@ def print_header() -> None:
     )
 
 
-def markdown(paths: list[Path]) -> str:
-    """The README table of the cells stored in JSON files written by ``--json``."""
+def markdown(paths: list[Path], hide: frozenset[str] = frozenset()) -> str:
+    """The README table of the cells stored in JSON files written by ``--json`` (``hide``: strategies shown as
+    "–", e.g. a column superseded by a later run)."""
     names = {"group_averaging": "GA", "equizero": "equizero", "lambda_equitune": "λ-equitune", "frame_averaging": "FA"}
     head = ["model", "precision", "compiled", "B", "rounds", "limit ms (which)", "loop", "stacked", "floor"]
     head += [names[m] for m in PASS_METHODS] + ["canon ÷ plain"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for path in paths:
-        for c in json.loads(path.read_text())["cells"]:
+        payload = json.loads(path.read_text())
+        mode = payload["machine"].get("compile_mode", "default")
+        compiled = "yes" if mode == "default" else f"yes ({mode})"
+        for c in payload["cells"]:
             med, ratios = c["median_s"], c["ratios"]
             stack, loop = med.get("limit_stack", math.inf), med.get("limit_loop", math.inf)
-            row = [c["model"], c["precision"], "yes" if c["compiled"] else "no", str(c["batch"]), str(c["rounds"])]
+            row = [c["model"], c["precision"], compiled if c["compiled"] else "no", str(c["batch"]), str(c["rounds"])]
             limit_ms = min(stack, loop) * 1e3
             shown = f"{limit_ms:.0f}" if limit_ms >= 100 else f"{limit_ms:.3g}"
             row.append(f"{shown} ({'stack' if stack <= loop else 'loop'})")
             for name in ("loop", "stacked", "floor", *PASS_METHODS, "canonicalization"):
-                if name in ratios:
+                if name in ratios and name not in hide:
                     chunk = c["chunk"].get(name)
                     row.append(f"{ratios[name]:.2f}" + ("" if chunk is None else f" /{chunk}"))
                 else:
@@ -377,6 +387,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="smoke run: digits_cnn and point_mlp, B=1,8, fp32")
     p.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile mode for --compile on, e.g. reduce-overhead (CUDA graphs) or max-autotune",
+    )
+    p.add_argument(
         "--default-malloc",
         action="store_true",
         help="leave glibc's allocator as is (by default it is told to keep freed memory, see bench_chunking.py)",
@@ -385,13 +400,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--markdown", type=Path, nargs="+", default=None, help="print the table of these JSON files, run nothing"
     )
+    p.add_argument("--hide", default=None, help="with --markdown: strategies to show as '–' (comma list)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.markdown:
-        print(markdown(args.markdown))
+        print(markdown(args.markdown, frozenset(args.hide.split(",")) if args.hide else frozenset()))
         return 0
     if args.quick:
         args.models, args.batches, args.precisions, args.rounds, args.budget_s = (
@@ -402,8 +418,11 @@ def main(argv: list[str] | None = None) -> int:
             5,
         )
     device = torch.device(args.device)
+    if args.compile_mode:
+        COMPILE_OPTIONS["mode"] = args.compile_mode
     target = TARGET_GPU if device.type == "cuda" else TARGET_CPU
     info = machine_info(device)
+    info["compile_mode"] = args.compile_mode or "default"
     info["malloc_keep"] = False if args.default_malloc or device.type != "cpu" else keep_freed_memory()
     print(
         f"symwrap {info['symwrap']}, torch {info['torch']}, {info['device_name']} ({device}), "
