@@ -119,15 +119,8 @@ class ImageAction(Action):
 
     def _remember(self, key: tuple, elements: Tensor, h: int, w: int, known: _KnownRows) -> _KnownRows:
         """Keep ``known`` (the last 64) under the rows' address, and as the last rows of their shape."""
-        self._known.pop(key, None)
-        if len(self._known) >= 64:
-            self._known.pop(next(iter(self._known)))
-        self._known[key] = known
-        shape_key = (tuple(elements.shape), h, w, elements.device, elements.dtype)
-        self._last_of_shape.pop(shape_key, None)
-        if len(self._last_of_shape) >= 8:
-            self._last_of_shape.pop(next(iter(self._last_of_shape)))
-        self._last_of_shape[shape_key] = known
+        _keep_newest(self._known, key, known, 64)
+        _keep_newest(self._last_of_shape, (tuple(elements.shape), h, w, elements.device, elements.dtype), known, 8)
         return known
 
     def _gather_cached(self, x: Tensor, src: Tensor, index: Tensor) -> Tensor:
@@ -193,9 +186,7 @@ class ImageAction(Action):
             return torch.empty(0, h * w, dtype=torch.long, device=matrices.device), inverse
         stack_key = (tuple(distinct), h, w, matrices.device)  # the chunks of one orbit share their stack
         if stack_key not in self._stacks:
-            if len(self._stacks) >= 16:
-                self._stacks.pop(next(iter(self._stacks)))
-            self._stacks[stack_key] = torch.stack(tables)
+            _keep_newest(self._stacks, stack_key, torch.stack(tables), 16)
         return self._stacks[stack_key], inverse
 
     def _resample(self, x: Tensor, src: Tensor, matrices: Tensor) -> Tensor:
@@ -298,9 +289,12 @@ class _KnownRows:
     holds the same rows, recognised without comparing values (a comparison makes the host wait for a GPU).
     """
 
-    def __init__(self, rows: Tensor, tables: Tensor, ids: Tensor, index: Tensor | None = None) -> None:
+    def __init__(
+        self, rows: Tensor, tables: Tensor, ids: Tensor, index: Tensor | None = None, values: Tensor | None = None
+    ) -> None:
         self.rows, self.version, self.tables, self.ids = rows, _version_of(rows), tables, ids
-        self.values = rows.clone()  # for the value comparison when the same rows come back in new memory
+        # A copy, for the value comparison when the same rows come back in new memory.
+        self.values = rows.clone() if values is None else values
         # Whole pixel indices are kept for small rows only (the flat-index gather needs the same tensor every call,
         # and only below its own limit): 64 chunks of a 224² orbit would otherwise hold gigabytes.
         if index is None and ids.shape[0] * tables.shape[-1] <= _FLAT_INDEX_LIMIT:
@@ -309,7 +303,7 @@ class _KnownRows:
 
     def moved_to(self, rows: Tensor) -> _KnownRows:
         """The same tables (and kept index) for equal rows in other memory."""
-        return _KnownRows(rows, self.tables, self.ids, self._index)
+        return _KnownRows(rows, self.tables, self.ids, self._index, self.values)
 
     def unchanged(self, elements: Tensor) -> bool:
         """Whether ``elements`` (found under :func:`_rows_key`) still holds the rows' values."""
@@ -331,3 +325,11 @@ def _version_of(t: Tensor) -> int | None:
     """``t``'s version counter (bumped by every in-place write to its memory), or ``None`` where it has none
     (tensors made under ``torch.inference_mode``)."""
     return None if t.is_inference() else t._version
+
+
+def _keep_newest(cache: dict, key: object, value: object, limit: int) -> None:
+    """Store ``cache[key] = value`` as the newest entry, dropping the oldest beyond ``limit`` entries."""
+    cache.pop(key, None)
+    if len(cache) >= limit:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
