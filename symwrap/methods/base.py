@@ -8,6 +8,7 @@ batching, chunking, pull-back and reduction. No method loops over group elements
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -162,22 +163,29 @@ def uniform_weights(batch: int, copies: int, device: torch.device) -> Tensor:
     return torch.full((batch, copies), 1.0 / copies, device=device)
 
 
-class WholeGroupPlans:
-    """The plan that evaluates every element of a finite group with uniform weights, kept for the last (group,
-    batch size, device). Reused call after call, the same plan (and its :meth:`Plan.flat_elements`) saves small
-    ops at small batches, and lets the actions recognise the elements without a host-device sync."""
+class LastPlan:
+    """The last plan of a method whose plan depends only on (group, batch size, device), built by ``build`` and kept.
 
-    def __init__(self) -> None:
+    Reused call after call, the same plan (and its :meth:`Plan.flat_elements`) saves small ops at small batches,
+    and lets the actions recognise the elements without a host-device sync.
+    """
+
+    def __init__(self, build: Callable[[Group, Tensor], Plan]) -> None:
+        self.build = build
         self._last: tuple[Group, int, torch.device, Plan] | None = None
 
     def __call__(self, group: Group, x: Tensor) -> Plan:
-        """The plan for inputs ``x`` ``(B, ...)``: elements ``(B, |G|, *code_shape)``, weights ``(B, |G|)``."""
+        """The plan for inputs ``x`` ``(B, ...)``: elements ``(B, k, *code_shape)``, weights ``(B, k)``."""
         batch, last = x.shape[0], self._last
         if last is not None and last[0] is group and last[1] == batch and last[2] == x.device:
             return last[3]
-        elements = group.elements_on(x.device)
-        plan = Plan(
-            elements.unsqueeze(0).expand(batch, *elements.shape), uniform_weights(batch, len(elements), x.device)
-        )
+        plan = self.build(group, x)
         self._last = (group, batch, x.device, plan)
         return plan
+
+
+def whole_group_plan(group: Group, x: Tensor) -> Plan:
+    """Every element of a finite group for each input, uniform weights: ``(B, |G|, *code_shape)``, ``(B, |G|)``."""
+    elements = group.elements_on(x.device)
+    batch = x.shape[0]
+    return Plan(elements.unsqueeze(0).expand(batch, *elements.shape), uniform_weights(batch, len(elements), x.device))

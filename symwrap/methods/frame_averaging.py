@@ -27,7 +27,7 @@ from symwrap.frames.pca import DEFAULT_EIGEN_GAP, PCAFrame
 from symwrap.frames.sorting import SortFrame, check_set_input
 from symwrap.groups.base import FiniteGroup, Group, cached_per_group
 from symwrap.groups.discrete import PermutationGroup
-from symwrap.methods.base import Method, Plan, WholeGroupPlans
+from symwrap.methods.base import LastPlan, Method, Plan, whole_group_plan
 
 __all__ = ["FrameAveraging", "FrameAveragingOptions"]
 
@@ -98,7 +98,7 @@ class FrameAveraging(Method):
         super().__init__(**options)
         #: The PCA frame builder (or ``None``) of each group, by identity and the options it was made from.
         self._frames: dict[tuple, tuple[Group, PCAFrame | None]] = {}
-        self._whole_group = WholeGroupPlans()
+        self._whole_group = LastPlan(whole_group_plan)
 
     def check_group(self, group: Group) -> None:
         if point_group_spec(group) is None and not isinstance(group, FiniteGroup):

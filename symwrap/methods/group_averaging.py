@@ -14,7 +14,7 @@ from torch import Tensor
 
 from symwrap.errors import ConfigError
 from symwrap.groups.base import Group
-from symwrap.methods.base import Method, Plan, WholeGroupPlans
+from symwrap.methods.base import LastPlan, Method, Plan, whole_group_plan
 
 __all__ = ["GroupAveraging"]
 
@@ -35,7 +35,7 @@ class GroupAveraging(Method):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._plans = WholeGroupPlans()
+        self._plans = LastPlan(whole_group_plan)
 
     def static_plan(self, group: Group) -> bool:
         return True  # the whole group for every input

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from symwrap.config import option, require
 from symwrap.groups.base import ContinuousGroup, FiniteGroup, Group
-from symwrap.methods.base import Method, Plan, uniform_weights
+from symwrap.methods.base import LastPlan, Method, Plan, uniform_weights
 
 __all__ = ["MonteCarlo", "MonteCarloOptions"]
 
@@ -48,7 +48,7 @@ class MonteCarlo(Method):
 
     def __init__(self, **options: object) -> None:
         super().__init__(**options)
-        self._last: tuple[Group, int, torch.device, Plan] | None = None
+        self._fixed = LastPlan(self._draw)
 
     def static_plan(self, group: Group) -> bool:
         return self.options.seed is not None and _draw_ignores_input(group)  # the same seeded draw every call
@@ -56,10 +56,11 @@ class MonteCarlo(Method):
     def plan(self, x: Tensor, group: Group) -> Plan:
         # A seeded draw that does not look at the data is the same every call for a batch size: reuse it (no
         # per-call torch.Generator, which torch.compile cannot trace).
-        fixed = self.options.seed is not None and _draw_ignores_input(group)
-        last = self._last
-        if fixed and last is not None and last[0] is group and last[1] == x.shape[0] and last[2] == x.device:
-            return last[3]
+        if self.static_plan(group):
+            return self._fixed(group, x)
+        return self._draw(group, x)
+
+    def _draw(self, group: Group, x: Tensor) -> Plan:
         k = self.options.samples
         generator = torch.Generator().manual_seed(self.options.seed) if self.options.seed is not None else None
         if isinstance(group, ContinuousGroup):
@@ -67,11 +68,7 @@ class MonteCarlo(Method):
         else:
             assert isinstance(group, FiniteGroup)
             elements = group.sample(x.shape[0] * k, generator=generator).reshape(x.shape[0], k, *group.code_shape)
-        elements = elements.to(x.device)
-        plan = Plan(elements, uniform_weights(x.shape[0], k, x.device))
-        if fixed:
-            self._last = (group, x.shape[0], x.device, plan)
-        return plan
+        return Plan(elements.to(x.device), uniform_weights(x.shape[0], k, x.device))
 
     @property
     def wants_second_moment(self) -> bool:
