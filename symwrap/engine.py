@@ -1,11 +1,13 @@
 """The orbit engine shared by every method (see the README's Architecture section).
 
     plan      -> elements (B, k) and prior weights (B, k)            (the method)
-    expand    -> x' = g·x for the planned g, rows r = b·k + j          (the input action, per chunk)
+    expand    -> x' = g·x for the planned g, rows r = b·k + j          (the input action, per chunk; once for a
+                                                                       small input)
     evaluate  -> f(x') in chunks of ``chunk_size`` rows, one forward per chunk
     pull back -> g⁻¹·f(x') for equivariant outputs                     (the output action)
     reweigh   -> weights from every copy's output/features (λ-equitune, equizero; ``Method.reweighs``)
-    reduce    -> Σ_j w[b, j] · (pulled-back outputs) in the chosen space (streamed, chunk by chunk)
+    reduce    -> Σ_j w[b, j] · (pulled-back outputs) in the chosen space (streamed chunk by chunk; small outputs
+                                                                       are kept and summed once)
 
 Nothing here loops over group elements: a chunk holds rows of any inputs and elements, and each
 action moves a whole chunk with one batched kernel.
@@ -37,6 +39,14 @@ __all__ = ["ChunkSize", "OrbitEngine", "SymmetrizedOutput"]
 ChunkSize = int | str | None
 
 logger = logging.getLogger(__name__)
+
+#: Inputs whose copies for the whole orbit take at most this many bytes are moved in one action call even when the
+#: forwards are chunked (small next to any model's activations, so the memory a chunk needs barely changes).
+MOVE_AT_ONCE_BYTES = 1 << 20
+
+#: Outputs of a chunked orbit that take at most this many bytes in all are kept and reduced once, after the last
+#: chunk (one weighted sum), instead of scatter-added chunk by chunk.
+KEEP_BYTES = 1 << 20
 
 
 @dataclass
@@ -153,6 +163,9 @@ class OrbitEngine:
         device = call.acted[0].device
         flat = plan.flat_elements()
         src_all, slot_all = self._row_map(batch, copies, device)
+        # Several chunks of a small input: move every row with one action call and slice it per chunk, instead of
+        # one action call per chunk (each is a few kernels of fixed cost: ~0.1 ms a chunk on a CPU).
+        moved = self._moved_at_once(call, group, action, src_all, flat, per_chunk)
         start = 0
         while start < rows:
             whole = start == 0 and per_chunk >= rows  # the same row map object every call: actions cache on it
@@ -160,7 +173,10 @@ class OrbitEngine:
             elements = flat if whole else flat[start : start + per_chunk]
             failed = False
             try:
-                acted = [action.apply(x, src.to(x.device), elements, group) for x in call.acted]
+                if moved is not None:
+                    acted = [m[start : start + per_chunk] for m in moved]
+                else:
+                    acted = [action.apply(x, src.to(x.device), elements, group) for x in call.acted]
                 features = None
                 if forward is None:
                     out = call.call(acted, src)
@@ -182,6 +198,20 @@ class OrbitEngine:
                 src, slot_all if whole else slot_all[start : start + per_chunk], elements, leaves, spec, features
             )
             start += per_chunk
+
+    def _moved_at_once(
+        self, call: BoundCall, group: Group, action: Action, src: Tensor, flat: Tensor, per_chunk: int
+    ) -> list[Tensor] | None:
+        """Every row's moved input ``(B·k, ...)`` per acted tensor, when the rows span several chunks and all of them
+        together take at most :data:`MOVE_AT_ONCE_BYTES` (and a sixteenth of ``max_memory``); else ``None``."""
+        rows = src.shape[0]
+        if per_chunk >= rows or not all(type(x) is Tensor for x in call.acted):
+            return None
+        size = sum(rows * (x.numel() // max(x.shape[0], 1)) * x.element_size() for x in call.acted)
+        cap = self.tuner.memory.max_memory
+        if size > MOVE_AT_ONCE_BYTES or (cap is not None and size > cap // 16):
+            return None
+        return [action.apply(x, src.to(x.device), flat, group) for x in call.acted]
 
     def _back_off(self, call: BoundCall, group: Group, plan: Plan, per_chunk: int, error: Exception) -> int:
         """After an out-of-memory error in a forward of ``per_chunk`` rows: half the rows under ``"auto"`` (kept
@@ -238,19 +268,28 @@ class OrbitEngine:
                 call, adapter, group, input_action, output_action, plan, method, reduce, class_dim
             )
         reducer = OrbitReducer(call.batch_size, plan.weights, reduce, class_dim, second_moment)
+        rows = plan.weights.numel()
         first: _Chunk | None = None
         selected: list[int] = []
         whole: list[Tensor] | None = None
+        kept: list[list[Tensor]] | None = None  # small outputs of several chunks: reduced once, at the end
         for chunk in self._chunks(call, group, input_action, plan):
             if first is None:
                 first = chunk
                 selected = adapter.selected_leaves(chunk.spec, chunk.leaves, chunk.src.shape[0])
             values = self._pulled_back(chunk, selected, group, output_action)
-            if not second_moment and chunk.src.shape[0] == plan.weights.numel():  # the whole orbit in one forward
+            if not second_moment and chunk.src.shape[0] == rows:  # the whole orbit in one forward
                 whole = reduce_whole_orbit(values, plan.weights, reduce, class_dim)
+                continue
+            if kept is None and not second_moment and _orbit_bytes(values, chunk.src.shape[0], rows) <= KEEP_BYTES:
+                kept = []
+            if kept is not None:  # one weighted sum for all chunks instead of a scatter-add per chunk
+                kept.append(values)
                 continue
             reducer.update(chunk.src, chunk.slot, values)
         assert first is not None
+        if kept:
+            whole = reduce_whole_orbit([torch.cat(parts) for parts in zip(*kept)], plan.weights, reduce, class_dim)
         output = _assemble(first, selected, reducer.result() if whole is None else whole)
         if not second_moment:
             return output
@@ -350,6 +389,11 @@ class OrbitEngine:
 def _tune_eagerly(tuner: ChunkTuner, *args: Any) -> int:
     """``tuner.choose(*args)`` run eagerly: a compiled call breaks its graph here once, until the size is tuned."""
     return tuner.choose(*args)
+
+
+def _orbit_bytes(values: list[Tensor], chunk_rows: int, rows: int) -> int:
+    """Bytes the selected outputs of all ``rows`` orbit rows take, from one chunk of ``chunk_rows`` rows."""
+    return sum(v.numel() * v.element_size() for v in values) * rows // max(chunk_rows, 1)
 
 
 def _assemble(first: _Chunk, selected: list[int], reduced: list[Tensor]) -> Any:

@@ -121,10 +121,10 @@ def test_gradients_match_the_average_of_per_copy_gradients(cnn: SmallCNN, images
     assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("chunk_size", [3, None], ids=["streamed", "whole-orbit"])
+@pytest.mark.parametrize("chunk_size", [3, None], ids=["chunked", "whole-orbit"])
 @pytest.mark.parametrize("reduce", ["logits", "probs", "log_probs", "features"])
 def test_reduce_spaces(reduce: str, chunk_size: int | None, cnn: SmallCNN, images: torch.Tensor) -> None:
-    # chunk_size=3 streams chunks through OrbitReducer; None reduces the whole orbit at once (reduce_whole_orbit)
+    # chunk_size=3 runs 4 forwards and None one (tests/test_engine_chunks.py covers the streamed reduction too)
     wrapped = symwrap.wrap(cnn, "rot90", reduce=reduce, chunk_size=chunk_size)
     copies = torch.stack([cnn(torch.rot90(images, k, (-2, -1))) for k in range(4)])
     expected = {
