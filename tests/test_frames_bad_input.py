@@ -7,6 +7,7 @@ import torch
 
 import symwrap
 from symwrap.errors import ConfigError, InputLayoutError
+from symwrap.frames.base import all_finite
 from tests.conftest import PointMLP, SmallCNN
 from tests.test_frame_averaging import PointNet, SetMLP
 
@@ -14,7 +15,7 @@ POINT_METHODS = ["frame_averaging", "canonicalization"]
 
 
 @pytest.mark.parametrize("method", POINT_METHODS)
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_clouds_with_nan_or_inf_coordinates(method: str, bad: float) -> None:
     x = torch.randn(3, 6, 3)
     x[1, 4, 2] = bad
@@ -22,6 +23,25 @@ def test_clouds_with_nan_or_inf_coordinates(method: str, bad: float) -> None:
         InputLayoutError, match=r"point cloud 1 has a NaN or inf coordinate \(point 4\).*Remove or repair"
     ):
         symwrap.wrap(PointMLP(), "o3", method)(x)
+
+
+@pytest.mark.parametrize("method", POINT_METHODS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_sets_with_nan_or_inf_entries(method: str, bad: float) -> None:
+    x = torch.randn(2, 6, 3)
+    x[1, 3, 0] = bad
+    with pytest.raises(InputLayoutError, match=r"with group 'perm' cannot sort entries with NaN or inf values"):
+        symwrap.wrap(SetMLP(), "perm", method)(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), None])
+def test_all_finite_finds_every_non_finite_value(dtype: torch.dtype, bad: float | None) -> None:
+    x = torch.randn(3, 50, 3).to(dtype)
+    if bad is not None:
+        x[2, 49, 1] = bad
+    assert all_finite(x) is (bad is None)
+    assert all_finite(x[:0]) is True
 
 
 @pytest.mark.parametrize("method", POINT_METHODS)

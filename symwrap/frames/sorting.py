@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from symwrap.errors import ConfigError, InputLayoutError
-from symwrap.frames.base import DEGENERATE_MODES, DegenerateFrameWarning, DegenerateInputError
+from symwrap.frames.base import DEGENERATE_MODES, DegenerateFrameWarning, DegenerateInputError, all_finite
 
 __all__ = ["SortFrame", "check_set_input", "lexsort"]
 
@@ -194,7 +194,7 @@ class SortFrame:
 
 def check_set_input(x: Tensor, axis: int, method: str) -> None:
     """Raise :class:`InputLayoutError` for NaN entries (sorting NaN is undefined)."""
-    if x.dtype.is_floating_point and not bool(torch.isfinite(x).all()):
+    if x.dtype.is_floating_point and not all_finite(x):
         raise InputLayoutError(
             f"{method} with group 'perm' cannot sort entries with NaN or inf values; repair them before calling."
         )
