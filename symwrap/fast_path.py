@@ -30,7 +30,7 @@ from symwrap.autocast import AutocastState, autocast_enabled
 from symwrap.methods.base import Method, Plan
 from symwrap.reduce import combine_reweighed, reduce_whole_orbit
 
-__all__ = ["UNFINISHED", "FastPath", "FastPathKey", "fast_path_key"]
+__all__ = ["UNFINISHED", "FastPath", "FastPathKey", "Replanned", "fast_path_key"]
 
 #: ``(shape, dtype, device)`` of the acted input: the fast path of one input layout.
 FastPathKey = tuple[torch.Size, torch.dtype, torch.device]
@@ -38,6 +38,17 @@ FastPathKey = tuple[torch.Size, torch.dtype, torch.device]
 #: Marks a call the fast path did not finish (none is known for the layout, or the model returned another output
 #: type): the caller runs the general path instead.
 UNFINISHED = object()
+
+
+class Replanned:
+    """A fast call whose fresh plan has another number of copies than its layout's fast path (a degenerate point
+    cloud's enlarged frame, tied set entries, a canonicalizer switched to training): the general path runs it with
+    this plan, so the plan is not made twice."""
+
+    __slots__ = ("plan",)
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
 
 
 def fast_path_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> FastPathKey | None:
@@ -55,7 +66,8 @@ class FastPath:
 
     Args:
         model: The base model (called on the ``(B·k, ...)`` copies).
-        gather: ``x (B, ...) -> copies (B·k, ...)`` in the engine's row order ``r = b·k + j``.
+        gather: ``x (B, ...) -> copies (B·k, ...)`` in the engine's row order ``r = b·k + j`` (``None`` with
+            ``planner``).
         plan: The static plan (``elements (B, k, ...)``, ``weights (B, k)``).
         method: The method, when it reweighs the copies from their outputs (equizero), else ``None``.
         reduce: The reduction space (:data:`~symwrap.reduce.REDUCE_SPACES`).
@@ -64,6 +76,10 @@ class FastPath:
         features: For a method that reweighs from per-copy features: the bound call of the general call (its acted
             argument is always replaced by the copies), the adapter and the rows' source inputs ``src`` ``(B·k,)``,
             for :meth:`Method.features_and_output`.
+        planner: For a method that plans from the input's values (:meth:`Method.plans_from_input`: frames of point
+            clouds and sets, canonicalization): ``x -> plan``, called every call; ``plan`` is then only the layout's
+            ``(B, k)``, and ``move(x, flat elements (B·k, ...))`` makes the copies instead of ``gather``.
+        move: See ``planner``.
     """
 
     __slots__ = (
@@ -76,7 +92,9 @@ class FastPath:
         "gather",
         "method",
         "model",
+        "move",
         "plan",
+        "planner",
         "reduce",
         "src",
         "weights",
@@ -85,39 +103,60 @@ class FastPath:
     def __init__(
         self,
         model: nn.Module,
-        gather: Callable[[Tensor], Tensor],
+        gather: Callable[[Tensor], Tensor] | None,
         plan: Plan,
         method: Method | None,
         reduce: str,
         class_dim: int,
         dtype: torch.dtype,
         features: tuple[BoundCall, Adapter, Tensor] | None = None,
+        planner: Callable[[Tensor], Plan] | None = None,
+        move: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
         self.model, self.gather, self.plan, self.method = model, gather, plan, method
+        self.planner, self.move = planner, move
         self.reduce, self.class_dim, self.dtype = reduce, class_dim, dtype
         self.batch, self.copies = plan.weights.shape
         self.weights = plan.weights.to(dtype).unsqueeze(1)  # (B, 1, k): the weighted sum as a batched matmul
         self.call, self.adapter, self.src = features if features is not None else (None, None, None)
 
     def __call__(self, x: Tensor) -> Any:
-        """The symmetrized output for ``x`` ``(B, ...)``, or :data:`UNFINISHED`.
+        """The symmetrized output for ``x`` ``(B, ...)``, or :data:`UNFINISHED`, or :class:`Replanned`.
 
-        Under ``torch.autocast`` it keeps the general path's precision policy (:mod:`symwrap.autocast`): the copies
-        and the reduction in float32, the base model's forward in the caller's autocast.
+        Under ``torch.autocast`` it keeps the general path's precision policy (:mod:`symwrap.autocast`): the plan,
+        the copies and the reduction in float32, the base model's forward in the caller's autocast.
         """
         if autocast_enabled(x.device):
             full = AutocastState.capture(x.device).full_precision
             with full():
-                rows = self.gather(x)
+                moved = self._copies(x)
+            if type(moved) is Replanned:
+                return moved
+            plan, rows = moved
             features, y = self._forward(rows)  # under the caller's autocast
             if type(y) is not Tensor:
                 return UNFINISHED
             with full():
-                return self._combine(y, features)
-        features, y = self._forward(self.gather(x))
+                return self._combine(y, features, plan)
+        moved = self._copies(x)
+        if type(moved) is Replanned:
+            return moved
+        plan, rows = moved
+        features, y = self._forward(rows)
         if type(y) is not Tensor:
             return UNFINISHED
-        return self._combine(y, features)
+        return self._combine(y, features, plan)
+
+    def _copies(self, x: Tensor) -> tuple[Plan, Tensor] | Replanned:
+        """This call's plan and the copies ``(B·k, ...)``; :class:`Replanned` when a fresh plan has another ``k``."""
+        if self.planner is None:
+            assert self.gather is not None
+            return self.plan, self.gather(x)
+        plan = self.planner(x)
+        if plan.weights.shape != self.plan.weights.shape:
+            return Replanned(plan)
+        assert self.move is not None
+        return plan, self.move(x, plan.flat_elements())
 
     def _forward(self, rows: Tensor) -> tuple[Tensor | None, Any]:
         """The base model on the copies ``(B·k, ...)``: per-copy features ``(B·k, D)`` (or ``None``) and its output."""
@@ -126,16 +165,17 @@ class FastPath:
         assert self.method is not None  # λ-equitune: the method's features forward (hooked submodule, feature model)
         return self.method.features_and_output(self.call, [rows], self.src, self.adapter)
 
-    def _combine(self, y: Tensor, features: Tensor | None) -> Tensor:
+    def _combine(self, y: Tensor, features: Tensor | None, plan: Plan) -> Tensor:
         """The weighted sum over the copies of ``y`` ``(B·k, ...)`` -> ``(B, ...)`` (reweighed by the method)."""
         if self.method is not None:
             values = y.reshape(self.batch, self.copies, *y.shape[1:])
             if features is not None:
                 features = features.reshape(self.batch, self.copies, -1)
-            reweighing = self.method.reweigh(self.plan, [values], features, self.class_dim)
+            reweighing = self.method.reweigh(plan, [values], features, self.class_dim)
             return combine_reweighed([y], reweighing, self.reduce, self.class_dim)[0]
-        # reduce_whole_orbit's logits sum, with the (B, 1, k) weights made once: ~10 µs a call less (bench_overhead)
+        # reduce_whole_orbit's logits sum, with a static plan's (B, 1, k) weights made once: ~10 µs a call less
         if self.reduce == "logits" and y.dtype == self.dtype:
-            summed = torch.bmm(self.weights, y.reshape(self.batch, self.copies, -1))
+            weights = self.weights if plan is self.plan else plan.weights.to(self.dtype).unsqueeze(1)
+            summed = torch.bmm(weights, y.reshape(self.batch, self.copies, -1))
             return summed.reshape(self.batch, *y.shape[1:])
-        return reduce_whole_orbit([y], self.plan.weights, self.reduce, self.class_dim)[0]
+        return reduce_whole_orbit([y], plan.weights, self.reduce, self.class_dim)[0]

@@ -19,7 +19,7 @@ from symwrap.adapters.torch import release_captures
 from symwrap.chunking import ChunkTuner
 from symwrap.engine import ChunkSize, OrbitEngine
 from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
-from symwrap.fast_path import UNFINISHED, FastPath, FastPathKey, fast_path_key
+from symwrap.fast_path import UNFINISHED, FastPath, FastPathKey, Replanned, fast_path_key
 from symwrap.groups.base import Group
 from symwrap.memory import MemoryBudget, is_out_of_memory, parse_memory
 from symwrap.methods.base import Method, Plan
@@ -215,6 +215,8 @@ class SymmetrizedModel(nn.Module):
         key = fast_path_key(args, kwargs) if fast_paths else None
         if key is not None:
             result = self._fast_call(fast_paths, key, args[0])
+            if type(result) is Replanned:  # a plan with another number of copies: the general path, with that plan
+                return self._general_call(args, kwargs, result.plan)
             if result is not UNFINISHED:
                 return result
         try:
@@ -225,8 +227,9 @@ class SymmetrizedModel(nn.Module):
                 raise InputLayoutError(mismatch) from error
             raise
 
-    def _general_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Plan, run the engine and combine (the path of every call the fast path does not take)."""
+    def _general_call(self, args: tuple[Any, ...], kwargs: dict[str, Any], plan: Plan | None = None) -> Any:
+        """Plan (unless the fast path already did), run the engine and combine (every call the fast path does not
+        finish)."""
         call = self.adapter.bind(args, kwargs)
         # Under torch.autocast only the base model's forwards run in low precision (BoundCall restores the
         # caller's autocast around them); the plan, the actions, reweighing and the reduction run in float32.
@@ -234,7 +237,8 @@ class SymmetrizedModel(nn.Module):
             group = self._group_for(call.acted[0].shape)
             for x in call.acted:
                 self.input_action.check(x, group)
-            plan = self.method.plan_for_call(call, group)
+            if plan is None:
+                plan = self.method.plan_for_call(call, group)
             result = self.engine.run(
                 call,
                 self.adapter,
@@ -293,18 +297,35 @@ class SymmetrizedModel(nn.Module):
         if key is None or key in fast_paths or not self.engine.use_fast_path or torch.compiler.is_compiling():
             return
         method = self.method
+        static = method.static_plan(group)
+        # a plan made from the input alone (frames of clouds and sets, canonicalization) is made again every call
+        planned = not static and method.plans_from_input(group) and not method.reweighs
         eligible = (
             type(call) is BoundCall
             and call.locations == [("arg", 0)]
             and not call.unbatched
             and type(result) is Tensor  # one output tensor (a structured output keeps the general path)
             and self.output_action is None
-            and method.static_plan(group)
+            and (static or planned)
             and not method.wants_second_moment
             and self.engine.whole_orbit_in_one_chunk(call, group, self.input_action, plan)
         )
         fast = None
-        if eligible:
+        if eligible and planned:
+            batch, copies = plan.elements.shape[:2]
+            src = torch.arange(batch, device=key[2]).repeat_interleave(copies)
+            action, config = self.input_action, self.config
+
+            def planner(x: Tensor) -> Plan:
+                return method.plan(x, group)
+
+            def move(x: Tensor, flat: Tensor) -> Tensor:
+                return action.apply(x, src, flat, group)
+
+            fast = FastPath(
+                call.model, None, plan, None, config.reduce, config.class_dim, result.dtype, None, planner, move
+            )
+        elif eligible:
             batch, copies = plan.elements.shape[:2]
             flat = plan.flat_elements()
             src = torch.arange(batch, device=key[2]).repeat_interleave(copies)  # the engine's row order b·k + j
@@ -357,6 +378,7 @@ class SymmetrizedModel(nn.Module):
     def train(self, mode: bool = True) -> SymmetrizedModel:
         """Set train/eval mode; a method with a frozen backbone (λ-equitune) keeps the base model in eval mode."""
         super().train(mode)
+        self.engine.fast_paths.clear()  # a plan's number of copies may change with the mode (a canonicalizer's)
         if self.method.keeps_base_in_eval:
             self.base_model.eval()
         return self

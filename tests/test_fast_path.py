@@ -11,7 +11,10 @@ from torch.testing import assert_close
 
 import symwrap
 from symwrap.fast_path import FastPath
-from tests.conftest import SmallCNN
+from symwrap.frames.base import DegenerateFrameWarning
+from symwrap.groups.matrix import haar_orthogonal
+from tests.conftest import PointMLP, SmallCNN
+from tests.test_frame_averaging import SetMLP
 
 
 def d4_images(x: Tensor) -> list[Tensor]:
@@ -156,7 +159,9 @@ class EquivariantNet(nn.Module):
         pytest.param(lambda: symwrap.wrap(SmallCNN(8), "d4", chunk_size=4), id="orbit-split-in-chunks"),
         pytest.param(lambda: symwrap.wrap(EquivariantNet(), "d4", output="equivariant"), id="equivariant-output"),
         pytest.param(lambda: symwrap.wrap(SmallCNN(8), "d4", "monte_carlo", samples=3), id="unseeded-draw"),
-        pytest.param(lambda: symwrap.wrap(SmallCNN(8), "d4", "canonicalization"), id="data-dependent-plan"),
+        pytest.param(
+            lambda: symwrap.wrap(SmallCNN(8), "d4", "canonicalization", chunk_size=1), id="canonicalization-chunked"
+        ),
         pytest.param(
             lambda: symwrap.wrap(SmallCNN(8), "d4", "monte_carlo", samples=3, seed=0, return_stderr=True),
             id="standard-errors",
@@ -281,3 +286,119 @@ def test_use_fast_path_false_keeps_every_call_on_the_general_path() -> None:
         first, second = wrapped(x), wrapped(x)
     assert wrapped.engine.fast_paths == {}
     assert_close(second, first, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------- plans made from the input
+def _clouds(batch: int) -> Tensor:
+    """Anisotropic, skewed clouds (distinct PCA axes, a clear third moment): generic for PCA frames and poses."""
+    torch.manual_seed(4)
+    return torch.randn(batch, 6, 3).exp() * torch.tensor([3.0, 2.0, 1.0])
+
+
+def _rotated(x: Tensor) -> Tensor:
+    rotation = haar_orthogonal(1, 3, special=False, generator=torch.Generator().manual_seed(5))[0].float()
+    return x @ rotation.T
+
+
+def _permuted(x: Tensor) -> Tensor:
+    return x[:, torch.tensor([3, 0, 5, 1, 4, 2])]
+
+
+PLANNED = [
+    pytest.param(lambda: symwrap.wrap(PointMLP(), "o3", "frame_averaging"), _clouds, _rotated, 1e-4, id="o3-frames"),
+    pytest.param(lambda: symwrap.wrap(PointMLP(), "o3", "canonicalization"), _clouds, _rotated, 1e-4, id="o3-pose"),
+    pytest.param(
+        lambda: symwrap.wrap(SetMLP(), "perm", "frame_averaging"),
+        lambda b: torch.randn(b, 6, 3),
+        _permuted,
+        1e-6,
+        id="perm-frames",
+    ),
+    pytest.param(
+        lambda: symwrap.wrap(SetMLP(), "perm", "canonicalization"),
+        lambda b: torch.randn(b, 6, 3),
+        _permuted,
+        1e-6,
+        id="perm-sorted",
+    ),
+    pytest.param(
+        lambda: symwrap.wrap(SmallCNN(8), "d4", "canonicalization"),
+        lambda b: torch.randn(b, 3, 8, 8),
+        lambda x: torch.rot90(x, 1, (-2, -1)).flip(-1),
+        1e-6,
+        id="d4-learned",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "inputs", "move", "tol"), PLANNED)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_plan_made_from_the_input_runs_on_the_fast_path_with_the_general_result(
+    make: Any, inputs: Any, move: Any, tol: float, batch: int
+) -> None:
+    torch.manual_seed(0)
+    fast, general = make().eval(), make().eval()
+    general.load_state_dict(fast.state_dict())
+    general.engine.use_fast_path = False
+    x = inputs(batch)
+    with torch.no_grad():
+        fast(x)  # the general path, which learns the fast one
+        path = fast_path_of(fast, x)
+        assert isinstance(path, FastPath) and path.planner is not None
+        for value in (x, move(x)):
+            assert_close(fast(value), general(value), rtol=0, atol=0)
+        assert_close(fast(move(x)), fast(x), rtol=tol, atol=tol)  # invariant on the fast path
+    assert fast_path_of(fast, x) is path
+
+
+def test_a_fresh_plan_with_more_copies_runs_on_the_general_path_planned_once() -> None:
+    torch.manual_seed(0)
+    fast, general = (symwrap.wrap(PointMLP(), "o3", "frame_averaging").eval() for _ in range(2))
+    general.load_state_dict(fast.state_dict())
+    general.engine.use_fast_path = False
+    x = _clouds(2)
+    degenerate = x.clone()
+    degenerate[1] = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 2], [0, 0, -2]])  # λ1 = λ2
+    with torch.no_grad():
+        fast(x)
+        assert fast_path_of(fast, x).planner is not None
+        with pytest.warns(DegenerateFrameWarning) as caught:
+            out = fast(degenerate)  # 8 × 16 copies for the enlarged frame of cloud 1: not the layout's 8
+        assert len([w for w in caught if issubclass(w.category, DegenerateFrameWarning)]) == 1, "planned once"
+        with pytest.warns(DegenerateFrameWarning):
+            assert_close(out, general(degenerate), rtol=0, atol=0)
+        assert fast_path_of(fast, x).planner is not None, "the layout keeps its fast path"
+        assert_close(fast(x), general(x), rtol=0, atol=0)
+
+
+def test_a_learned_canonicalizer_trains_off_the_fast_path_and_infers_on_it() -> None:
+    torch.manual_seed(0)
+    wrapped = symwrap.wrap(SmallCNN(8), "d4", "canonicalization").eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        wrapped(x)
+    assert fast_path_of(wrapped, x).copies == 1
+    wrapped.train()
+    assert wrapped.engine.fast_paths == {}, "the mode changes how many copies a plan has"
+    wrapped(x).square().sum().backward()  # all |G| copies, straight-through weights
+    grads = [p.grad for p in wrapped.method.canonicalizer.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    wrapped.eval()
+    with torch.no_grad():
+        expected = wrapped(x)
+        assert fast_path_of(wrapped, x).copies == 1
+        assert_close(wrapped(torch.rot90(x, 1, (-2, -1))), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_under_autocast_a_planned_fast_path_keeps_the_precision_policy() -> None:
+    torch.manual_seed(0)
+    fast, general = (symwrap.wrap(PointMLP(), "o3", "canonicalization").eval() for _ in range(2))
+    general.load_state_dict(fast.state_dict())
+    general.engine.use_fast_path = False
+    x = _clouds(3)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast(x)
+        assert fast_path_of(fast, x).planner is not None
+        got, expected = fast(x), general(x)
+    assert got.dtype == expected.dtype == torch.float32
+    assert_close(got, expected, rtol=0, atol=0)

@@ -138,6 +138,12 @@ class Method(nn.Module):
         the same shape (:mod:`symwrap.fast_path`). Default ``False``: methods that look at the data keep it."""
         return False
 
+    def plans_from_input(self, group: Group) -> bool:
+        """Whether :meth:`plan_for_call` is ``plan(call.acted[0], group)``: it reads the acted input's values but no
+        other argument (a padding mask) and keeps nothing between calls. A wrapped call may then plan on the fast
+        path (:mod:`symwrap.fast_path`) and skip the rest of the engine's bookkeeping. Default ``False``."""
+        return False
+
     def plan_for_call(self, call: BoundCall, group: Group) -> Plan:
         """The plan for one bound model call (what the wrapper asks for).
 

@@ -173,6 +173,9 @@ class Canonicalization(Method):
         self._group = group
 
     # ------------------------------------------------------------------ plans
+    def plans_from_input(self, group: Group) -> bool:
+        return self.options.mask is None
+
     def plan_for_call(self, call: BoundCall, group: Group) -> Plan:
         return self.plan(call.acted[0], group, mask=mask_from_call(call, self.options.mask))
 

@@ -113,6 +113,9 @@ class FrameAveraging(Method):
         point_or_set = point_group_spec(group) is not None or isinstance(group, PermutationGroup)
         return not point_or_set and isinstance(group, FiniteGroup) and self.options.mask is None
 
+    def plans_from_input(self, group: Group) -> bool:
+        return self.options.mask is None  # point and set frames; a finite group's frame is static_plan's
+
     def plan_for_call(self, call: BoundCall, group: Group) -> Plan:
         return self.plan(call.acted[0], group, mask=mask_from_call(call, self.options.mask))
 
