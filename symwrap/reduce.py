@@ -132,7 +132,8 @@ def combine_reweighed(leaves: list[Tensor], reweighing: Reweighing, space: str, 
     """:func:`reduce_whole_orbit` with a method's :class:`~symwrap.methods.base.Reweighing`.
 
     With ``gradient_weights`` (straight-through training) the value is the ``weights`` sum and the gradient flows as
-    through the ``gradient_weights`` sum: ``R(gradient_weights) + (R(weights) - R(gradient_weights)).detach()``.
+    through the ``gradient_weights`` sum: ``R(w).detach() + (R(gradient_weights) - R(gradient_weights).detach())``.
+    With ``selected`` the ``weights`` sum is the selected copy's output itself.
 
     Args:
         leaves: Each ``(B·k, ...)``, rows ``r = b·k + j``.
@@ -140,11 +141,31 @@ def combine_reweighed(leaves: list[Tensor], reweighing: Reweighing, space: str, 
         space: One of :data:`REDUCE_SPACES`.
         class_dim: The class axis of each leaf for ``probs``/``log_probs``.
     """
-    result = reduce_whole_orbit(leaves, reweighing.weights, space, class_dim)
+    if reweighing.selected is not None:  # one copy per input: its output, without 0 · (the others') terms
+        result = [
+            _take_copy(_in_space(leaf, space, class_dim), reweighing.selected, reweighing.weights.shape[1])
+            for leaf in leaves
+        ]
+    else:
+        result = reduce_whole_orbit(leaves, reweighing.weights, space, class_dim)
     if reweighing.gradient_weights is None:
         return result
     surrogate = reduce_whole_orbit(leaves, reweighing.gradient_weights, space, class_dim)
-    return [s + (r - s).detach() for r, s in zip(result, surrogate)]
+    # The value is exactly R(weights) (s - s is 0 for finite s); where the surrogate is not finite (a copy that
+    # overflowed) it adds nothing and passes no gradient, instead of making the value NaN.
+    return [
+        r.detach() + torch.nan_to_num(s - s.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+        for r, s in zip(result, surrogate)
+    ]
+
+
+def _take_copy(y: Tensor, selected: Tensor, copies: int) -> Tensor:
+    """Rows ``(B·k, ...)`` -> the selected copy of each input ``(B, ...)``: what a one-hot weighted mean equals
+    (exactly, in every space: the log of a one-term sum is the term) when every copy is finite."""
+    batch = selected.shape[0]
+    per_copy = y.reshape(batch, copies, -1)
+    index = selected.reshape(batch, 1, 1).expand(batch, 1, per_copy.shape[-1])
+    return per_copy.gather(1, index).reshape(batch, *y.shape[1:])
 
 
 def _in_space(y: Tensor, space: str, class_dim: int) -> Tensor:

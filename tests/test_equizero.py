@@ -195,3 +195,33 @@ def test_proxy_that_is_not_callable(cnn: SmallCNN) -> None:
 def test_entropy_of_uniform_logits_is_log_k() -> None:
     losses = symwrap.get_registry("proxy").lookup("entropy")[0].factory(torch.zeros(2, 3, 7))
     assert_close(losses, torch.full((2, 3), math.log(7)))
+
+
+class _InfUnlessTurned(torch.nn.Module):
+    """Logits from two pixels; the upright copy (a bright top-left pixel) overflows to inf, so its entropy is NaN."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([x[:, 0, 0, 1], x[:, 0, 1, 0], x[:, 0, 3, 3]], dim=-1)
+        return torch.where(x[:, :1, 0, 0] > 5, torch.full_like(logits, torch.inf), logits)
+
+
+@pytest.mark.parametrize("reduce", ["logits", "probs", "log_probs", "features"])
+@pytest.mark.parametrize("straight_through", [False, True])
+def test_a_copy_that_overflows_never_spoils_the_selected_output(reduce: str, straight_through: bool) -> None:
+    x = torch.zeros(2, 1, 4, 4)
+    x[:, 0, 0, 0] = 10.0  # upright: inf logits, entropy NaN, never selected
+    x[:, 0, 0, 1], x[1, 0, 3, 3] = 1.0, 2.0
+    wrapped = symwrap.wrap(_InfUnlessTurned(), "rot90", "equizero", reduce=reduce, straight_through=straight_through)
+    out = wrapped(x)
+    assert torch.isfinite(out).all(), "0 × inf of an unselected copy must not reach the output"
+    model = _InfUnlessTurned()
+    copies = torch.stack([model(torch.rot90(x, k, (-2, -1))) for k in range(4)], dim=1)  # (B, 4, 3)
+    best = symwrap.methods.equizero.entropy(copies).nan_to_num(nan=torch.inf).argmin(dim=1)
+    chosen = copies[torch.arange(2), best]
+    expected = {
+        "logits": chosen,
+        "probs": chosen.softmax(-1),
+        "log_probs": chosen.log_softmax(-1),
+        "features": torch.nn.functional.normalize(chosen, dim=-1),
+    }[reduce]
+    assert_close(out, expected, rtol=1e-6, atol=1e-6)

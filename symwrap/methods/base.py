@@ -63,11 +63,15 @@ class Reweighing:
         weights: ``(B, k)`` non-negative weights summing to 1 per input; the output's value uses them.
         gradient_weights: ``(B, k)`` or ``None``. When given (straight-through training), the output's value is
             still the ``weights`` sum but its gradient flows as through the ``gradient_weights`` sum:
-            ``y = R(gradient_weights) + (R(weights) - R(gradient_weights)).detach()``.
+            ``y = R(weights).detach() + (R(gradient_weights) - R(gradient_weights).detach())``.
+        selected: ``(B,)`` or ``None``: the one copy per input that ``weights`` (then one-hot) keeps. The reduction
+            takes that copy's output instead of a weighted sum, in which the other copies would still count as
+            ``0 · y``, and ``0 · inf`` is NaN.
     """
 
     weights: Tensor
     gradient_weights: Tensor | None = None
+    selected: Tensor | None = None
 
 
 @dataclass

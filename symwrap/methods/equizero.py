@@ -36,7 +36,7 @@ from symwrap.errors import ConfigError
 from symwrap.methods.base import Plan, Reweighing
 from symwrap.methods.group_averaging import GroupAveraging
 
-__all__ = ["Equizero", "EquizeroOptions", "entropy", "max_logit", "max_prob", "select_lowest"]
+__all__ = ["Equizero", "EquizeroOptions", "entropy", "lowest", "max_logit", "max_prob", "select_lowest"]
 
 Proxy = Callable[..., Tensor]
 
@@ -62,11 +62,19 @@ def max_logit(outputs: Tensor, class_dim: int = -1) -> Tensor:
     return _per_copy(-outputs.float().amax(dim=class_dim))
 
 
+def lowest(losses: Tensor) -> Tensor:
+    """The index ``(B,)`` of the lowest loss per row of ``(B, k)``; ties go to the lowest index, NaN never wins."""
+    losses = torch.nan_to_num(losses.float(), nan=torch.inf)  # argmin would pick a NaN
+    return losses.argmin(dim=1)  # documented: the first index among equal minima
+
+
 def select_lowest(losses: Tensor) -> Tensor:
     """One-hot ``(B, k)`` weights on the lowest loss per row; ties go to the lowest index, NaN never wins."""
-    losses = torch.nan_to_num(losses.float(), nan=torch.inf)  # argmin would pick a NaN
-    first = losses.argmin(dim=1, keepdim=True)  # documented: the first index among equal minima
-    return torch.zeros_like(losses).scatter_(1, first, 1.0)
+    return _one_hot(lowest(losses), losses.shape[1])
+
+
+def _one_hot(index: Tensor, copies: int) -> Tensor:
+    return torch.zeros(index.shape[0], copies, device=index.device).scatter_(1, index[:, None], 1.0)
 
 
 @dataclass
@@ -129,11 +137,11 @@ class Equizero(GroupAveraging):
 
     def reweigh(self, plan: Plan, values: list[Tensor], features: Tensor | None, class_dim: int = -1) -> Reweighing:
         with torch.no_grad():  # the selection is a discrete choice; gradients flow through the outputs
-            chosen = select_lowest(self.losses(values[0].detach(), class_dim))
-        chosen = chosen.to(plan.weights.device)
+            index = lowest(self.losses(values[0].detach(), class_dim)).to(plan.weights.device)
+        chosen = _one_hot(index, plan.copies)
         if self.options.straight_through:
-            return Reweighing(chosen, gradient_weights=plan.weights)
-        return Reweighing(chosen)
+            return Reweighing(chosen, gradient_weights=plan.weights, selected=index)
+        return Reweighing(chosen, selected=index)
 
     def options_dict(self) -> dict[str, Any]:
         return {"proxy": self.options.proxy, "straight_through": self.options.straight_through}
