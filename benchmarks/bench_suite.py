@@ -10,6 +10,9 @@ round, so drift and background load hit all alike; medians are reported):
 * ``stacked``      every copy concatenated into one forward, then the mean (as the papers' CLIP code does),
 * ``floor``        (``d4`` image models) group averaging by hand with the fewest kernels: one precomputed-index
   ``index_select`` for all copies, the forward, one mean — what any implementation pays beyond the limit,
+* ``floor_<method>`` the other methods by hand the same way, with their own work that the limit leaves out (the
+  PCA frame or pose, equizero's proxy, the λ-net, the learned canonicalizer; ``suite_floors.py``). Each cell also
+  prints symwrap ÷ its method's floor: what symwrap itself adds,
 * ``plain``        one plain forward of B rows (the reference for canonicalization),
 * symwrap ``group_averaging``, ``equizero``, ``lambda_equitune``, ``frame_averaging`` (|G| passes each; ``o3``
   frames for the point-cloud model) and ``canonicalization`` (one pass plus the canonicalizer).
@@ -50,6 +53,7 @@ import symwrap
 from symwrap.evaluation.precision import autocast  # the --precision autocast of symwrap eval
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import suite_floors
 from bench_chunking import _sync, d4_copies, keep_freed_memory, machine_info  # the same D4 copies, allocator, machine
 from bench_frames import PointNetLike
 
@@ -176,8 +180,6 @@ def strategies(
         "loop": lambda: mean_of([model(c) for c in subject.copies(x)]),
         "stacked": lambda: model(torch.cat(subject.copies(x))).reshape(len(copies), x.shape[0], -1).float().mean(0),
     }
-    if subject.group == "d4" and x.ndim == 4:
-        fns["floor"] = d4_floor(model, x)
     wrapped: dict[str, Any] = {}
     for method, options in subject.methods.items():
         torch.manual_seed(0)
@@ -185,20 +187,43 @@ def strategies(
         wrapped[method] = w
         run = torch.compile(w, **COMPILE_OPTIONS) if compiled else w
         fns[method] = lambda run=run: run(x)
+    fns.update(floors(subject, base, model, x, wrapped, compiled))
     return fns, wrapped
 
 
-def d4_floor(model: nn.Module, x: Tensor) -> Callable[[], Tensor]:
-    """Group averaging over ``d4`` written by hand with the fewest kernels: one ``index_select`` of precomputed pixel
-    indices makes the 8 copies of every image, one forward, one mean over the copies. No checks, no options, one
-    input shape: the least any implementation of group averaging adds to the limit."""
-    batch, per_image = x.shape[0], x[0].numel()
-    grid = torch.arange(per_image, device=x.device).reshape(x.shape[1:])
-    turns = [torch.rot90(grid, k, (-2, -1)) for k in range(4)]
-    orbit = torch.stack(turns + [t.flip(-1) for t in turns]).reshape(8, -1)  # (8, C·H·W) source of each value
-    index = (torch.arange(batch, device=x.device)[:, None, None] * per_image + orbit).reshape(-1)
-    rows = (batch * 8, *x.shape[1:])
-    return lambda: model(x.reshape(-1).index_select(0, index).view(rows)).reshape(batch, 8, -1).mean(1)
+def floors(
+    subject: Subject, base: nn.Module, model: nn.Module, x: Tensor, wrapped: dict[str, Any], compiled: bool
+) -> dict[str, Callable[[], Any]]:
+    """The hand-written floor of each method (:mod:`suite_floors`): ``floor`` for group averaging (and finite frame
+    averaging, the same computation), ``floor_<method>`` for the others; ``@loop`` marks a floor's per-element
+    variant (the faster of the two counts, as for the limit)."""
+    found: dict[str, Callable[[], Any]] = {}
+    if subject.group == "d4" and x.ndim == 4:
+        found["floor"] = suite_floors.d4_floor(model, x)
+        found["floor_equizero"] = suite_floors.equizero_floor(model, x)
+        lam = wrapped.get("lambda_equitune")
+        if lam is not None and subject.name == "digits_cnn" and not compiled:  # its features/head split to call
+            net = lambda lam=lam: lam.method.lambda_net  # noqa: E731 (built on the wrapped model's first call)
+            found["floor_lambda_equitune"] = suite_floors.lambda_floor(
+                base.get_submodule(lam.method.options.features), base.head, x, net
+            )
+        canon = wrapped.get("canonicalization")
+        if canon is not None:
+            found["floor_canonicalization"] = suite_floors.learned_canonicalization_floor(
+                model, x, canon.method.canonicalizer
+            )
+    if subject.group == "o3":
+        found["floor_frame_averaging"] = suite_floors.pca_frame_floor(model, x, loop=False)
+        found["floor_frame_averaging@loop"] = suite_floors.pca_frame_floor(model, x, loop=True)
+        found["floor_canonicalization"] = suite_floors.pca_pose_floor(model, x)
+    return found
+
+
+def floor_of(method: str, median_s: dict[str, float]) -> float | None:
+    """The floor's seconds per call for ``method`` (the faster of its variants), or ``None`` when it has none."""
+    names = ["floor"] if method in ("group_averaging", "frame_averaging") and "floor" in median_s else []
+    names += [n for n in median_s if n == f"floor_{method}" or n.startswith(f"floor_{method}@")]
+    return min((median_s[n] for n in names), default=None)
 
 
 def _chunk_choice(w: Any) -> int | None:
@@ -233,6 +258,7 @@ class Cell:
     first_call_s: dict[str, float] = field(default_factory=dict)
     chunk: dict[str, int | None] = field(default_factory=dict)
     ratios: dict[str, float] = field(default_factory=dict)
+    over_floor: dict[str, float] = field(default_factory=dict)  # symwrap ÷ its method's hand-written floor
     errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -254,8 +280,9 @@ def run_cell(
     x = subject.make_input(batch, device)
     cell = Cell(subject.name, precision, compiled, batch, subject.group, len(subject.copies(x[:1])))
     fns, wrapped = strategies(subject, model, x, compiled)
-    if only is not None:
+    if only is not None:  # the limit's two strategies and the floors of the kept methods stay
         keep = only | {"limit_stack", "limit_loop"}
+        keep |= {n for n in fns if n.startswith("floor") and any(floor_of(m, {n: 0.0}) is not None for m in only)}
         fns = {n: f for n, f in fns.items() if n in keep}
         wrapped = {n: w for n, w in wrapped.items() if n in keep}
     with torch.no_grad(), autocast(precision, device):
@@ -293,11 +320,22 @@ def run_cell(
                 cell.ratios[name] = med[name] / limit
     if "canonicalization" in med and "plain" in med:
         cell.ratios["canonicalization"] = med["canonicalization"] / med["plain"]
+    for method in (*PASS_METHODS, "canonicalization"):
+        floor = floor_of(method, med)
+        if floor is not None and method in med:
+            cell.over_floor[method] = med[method] / floor
     return cell
 
 
 # ---------------------------------------------------------------------------------------------- output
 COLUMNS = ("limit", "loop", "stacked", "floor", *PASS_METHODS, "canonicalization")
+SHORT = {
+    "group_averaging": "GA",
+    "equizero": "equizero",
+    "lambda_equitune": "λ-equitune",
+    "frame_averaging": "FA",
+    "canonicalization": "canon",
+}
 
 
 def print_cell(cell: Cell, target: float) -> None:
@@ -322,6 +360,9 @@ def print_cell(cell: Cell, target: float) -> None:
         else:
             parts.append(f"{'-':>12}")
     print(" ".join(parts), flush=True)
+    if cell.over_floor:
+        shown = "  ".join(f"{SHORT[m]} {r:.2f}" for m, r in cell.over_floor.items())
+        print(f"{'':<24}symwrap ÷ hand-written floor: {shown}", flush=True)
 
 
 def print_header() -> None:
@@ -337,9 +378,8 @@ def print_header() -> None:
 def markdown(paths: list[Path], hide: frozenset[str] = frozenset()) -> str:
     """The README table of the cells stored in JSON files written by ``--json`` (``hide``: strategies shown as
     "–", e.g. a column superseded by a later run)."""
-    names = {"group_averaging": "GA", "equizero": "equizero", "lambda_equitune": "λ-equitune", "frame_averaging": "FA"}
     head = ["model", "precision", "compiled", "B", "rounds", "limit ms (which)", "loop", "stacked", "floor"]
-    head += [names[m] for m in PASS_METHODS] + ["canon ÷ plain"]
+    head += [SHORT[m] for m in PASS_METHODS] + ["canon ÷ plain"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for path in paths:
         payload = json.loads(path.read_text())
@@ -359,7 +399,21 @@ def markdown(paths: list[Path], hide: frozenset[str] = frozenset()) -> str:
                 else:
                     row.append("error" if name in c["errors"] else "–")
             lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) + floor_markdown(paths)
+
+
+def floor_markdown(paths: list[Path]) -> str:
+    """The table of symwrap ÷ its method's hand-written floor, for the cells that measured floors (else "")."""
+    methods = (*PASS_METHODS, "canonicalization")
+    head = ["model", "precision", "compiled", "B"] + [SHORT[m] for m in methods]
+    lines = ["", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for path in paths:
+        for c in json.loads(path.read_text())["cells"]:
+            over = c.get("over_floor") or {}
+            if over:
+                row = [c["model"], c["precision"], "yes" if c["compiled"] else "no", str(c["batch"])]
+                lines.append("| " + " | ".join(row + [f"{over[m]:.2f}" if m in over else "–" for m in methods]) + " |")
+    return "\n".join(lines) if len(lines) > 4 else ""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

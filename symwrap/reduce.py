@@ -143,8 +143,7 @@ def combine_reweighed(leaves: list[Tensor], reweighing: Reweighing, space: str, 
     """
     if reweighing.selected is not None:  # one copy per input: its output, without 0 · (the others') terms
         result = [
-            _take_copy(_in_space(leaf, space, class_dim), reweighing.selected, reweighing.weights.shape[1])
-            for leaf in leaves
+            _take_copy(_in_space(leaf, space, class_dim), reweighing.selected, reweighing.copies) for leaf in leaves
         ]
     else:
         result = reduce_whole_orbit(leaves, reweighing.weights, space, class_dim)
@@ -170,7 +169,8 @@ def _take_copy(y: Tensor, selected: Tensor, copies: int) -> Tensor:
 
 def _in_space(y: Tensor, space: str, class_dim: int) -> Tensor:
     """``y`` in float32 (float64 stays float64) and mapped to the reduction ``space`` (see :data:`REDUCE_SPACES`)."""
-    y = y.to(torch.float64 if y.dtype == torch.float64 else torch.float32)
+    if y.dtype is not torch.float32 and y.dtype is not torch.float64:  # no dispatch for the usual float32
+        y = y.float()
     if space == "probs":
         return torch.softmax(y, dim=class_dim)
     if space == "log_probs":

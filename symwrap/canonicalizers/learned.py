@@ -59,7 +59,9 @@ class LearnedCanonicalizer(nn.Module):
         h, w = x.shape[-2:]
         if h > self.size or w > self.size:
             x = F.adaptive_avg_pool2d(x, (min(h, self.size), min(w, self.size)))
-        param = next(self.net.parameters())
+        param = self.net[0].weight
+        if x.dtype is param.dtype and x.device == param.device:
+            return x
         return x.to(dtype=param.dtype, device=param.device)
 
     def forward(self, x: Tensor, group: Group, elements: Tensor) -> Tensor:

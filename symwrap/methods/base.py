@@ -55,23 +55,44 @@ class Plan:
         return self._flat
 
 
-@dataclass
 class Reweighing:
     """Weights a method computed from the copies' outputs or features (the engine's "reweigh" step).
 
     Attributes:
-        weights: ``(B, k)`` non-negative weights summing to 1 per input; the output's value uses them.
+        weights: ``(B, k)`` non-negative weights summing to 1 per input; the output's value uses them. With
+            ``selected`` they are its one-hot, made only when read.
         gradient_weights: ``(B, k)`` or ``None``. When given (straight-through training), the output's value is
             still the ``weights`` sum but its gradient flows as through the ``gradient_weights`` sum:
             ``y = R(weights).detach() + (R(gradient_weights) - R(gradient_weights).detach())``.
-        selected: ``(B,)`` or ``None``: the one copy per input that ``weights`` (then one-hot) keeps. The reduction
-            takes that copy's output instead of a weighted sum, in which the other copies would still count as
-            ``0 · y``, and ``0 · inf`` is NaN.
+        selected: ``(B,)`` or ``None``: the one copy per input that the weights keep. The reduction takes that
+            copy's output instead of a weighted sum, in which the other copies would still count as ``0 · y``,
+            and ``0 · inf`` is NaN.
+        copies: ``k``.
     """
 
-    weights: Tensor
-    gradient_weights: Tensor | None = None
-    selected: Tensor | None = None
+    __slots__ = ("_weights", "copies", "gradient_weights", "selected")
+
+    def __init__(
+        self,
+        weights: Tensor | None = None,
+        gradient_weights: Tensor | None = None,
+        *,
+        selected: Tensor | None = None,
+        copies: int | None = None,
+    ) -> None:
+        if weights is None and (selected is None or copies is None):
+            raise ValueError("Reweighing needs weights (B, k), or selected (B,) with copies=k")
+        self._weights, self.gradient_weights, self.selected = weights, gradient_weights, selected
+        self.copies = int(weights.shape[1]) if weights is not None else int(copies)  # type: ignore[arg-type]
+
+    @property
+    def weights(self) -> Tensor:
+        if self._weights is None:
+            assert self.selected is not None
+            self._weights = torch.zeros(self.selected.shape[0], self.copies, device=self.selected.device).scatter_(
+                1, self.selected[:, None], 1.0
+            )
+        return self._weights
 
 
 @dataclass

@@ -48,33 +48,34 @@ def _per_copy(values: Tensor) -> Tensor:
 
 def entropy(outputs: Tensor, class_dim: int = -1) -> Tensor:
     """Predictive entropy of ``softmax(outputs)`` along ``class_dim``: ``(B, k, ...)`` -> ``(B, k)``."""
-    log_p = torch.log_softmax(outputs.float(), dim=class_dim)
+    log_p = torch.log_softmax(_float(outputs), dim=class_dim)
     return _per_copy(-(log_p.exp() * log_p).sum(dim=class_dim))
 
 
 def max_prob(outputs: Tensor, class_dim: int = -1) -> Tensor:
     """Minus the top-1 probability (the most confident copy has the lowest loss): ``(B, k, ...)`` -> ``(B, k)``."""
-    return _per_copy(-torch.softmax(outputs.float(), dim=class_dim).amax(dim=class_dim))
+    return _per_copy(-torch.softmax(_float(outputs), dim=class_dim).amax(dim=class_dim))
 
 
 def max_logit(outputs: Tensor, class_dim: int = -1) -> Tensor:
     """Minus the largest raw output along ``class_dim``: ``(B, k, ...)`` -> ``(B, k)``."""
-    return _per_copy(-outputs.float().amax(dim=class_dim))
+    return _per_copy(-_float(outputs).amax(dim=class_dim))
 
 
 def lowest(losses: Tensor) -> Tensor:
     """The index ``(B,)`` of the lowest loss per row of ``(B, k)``; ties go to the lowest index, NaN never wins."""
-    losses = torch.nan_to_num(losses.float(), nan=torch.inf)  # argmin would pick a NaN
+    losses = torch.nan_to_num(_float(losses), nan=torch.inf)  # argmin would pick a NaN
     return losses.argmin(dim=1)  # documented: the first index among equal minima
 
 
 def select_lowest(losses: Tensor) -> Tensor:
     """One-hot ``(B, k)`` weights on the lowest loss per row; ties go to the lowest index, NaN never wins."""
-    return _one_hot(lowest(losses), losses.shape[1])
+    return Reweighing(selected=lowest(losses), copies=losses.shape[1]).weights
 
 
-def _one_hot(index: Tensor, copies: int) -> Tensor:
-    return torch.zeros(index.shape[0], copies, device=index.device).scatter_(1, index[:, None], 1.0)
+def _float(values: Tensor) -> Tensor:
+    """``values`` in float32 (float64 kept); no dispatch when they already are (this runs every call)."""
+    return values if values.dtype in (torch.float32, torch.float64) else values.float()
 
 
 @dataclass
@@ -136,12 +137,16 @@ class Equizero(GroupAveraging):
         return losses
 
     def reweigh(self, plan: Plan, values: list[Tensor], features: Tensor | None, class_dim: int = -1) -> Reweighing:
-        with torch.no_grad():  # the selection is a discrete choice; gradients flow through the outputs
-            index = lowest(self.losses(values[0].detach(), class_dim)).to(plan.weights.device)
-        chosen = _one_hot(index, plan.copies)
-        if self.options.straight_through:
-            return Reweighing(chosen, gradient_weights=plan.weights, selected=index)
-        return Reweighing(chosen, selected=index)
+        # the selection is a discrete choice; gradients flow through the outputs
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                index = lowest(self.losses(values[0].detach(), class_dim))
+        else:
+            index = lowest(self.losses(values[0], class_dim))
+        if index.device != plan.weights.device:
+            index = index.to(plan.weights.device)
+        gradient = plan.weights if self.options.straight_through else None
+        return Reweighing(gradient_weights=gradient, selected=index, copies=plan.copies)
 
     def options_dict(self) -> dict[str, Any]:
         return {"proxy": self.options.proxy, "straight_through": self.options.straight_through}

@@ -209,11 +209,10 @@ class LambdaEquitune(GroupAveraging):
                 f"the λ-net was built for {self.options.feature_dim} features but the model gave "
                 f"{features.shape[-1]}; use the same base/feature model the λ-net was trained with"
             )
-        param = next(net.parameters())
-        scores = net(features.to(device=param.device, dtype=param.dtype))  # (B, k)
-        work = torch.float64 if scores.dtype == torch.float64 else torch.float32
-        scores = scores.to(work)
-        prior = plan.weights.to(device=scores.device, dtype=work)
+        scores = net(_like(features, net.mlp[-1].weight))  # (B, k)
+        if scores.dtype is not torch.float32 and scores.dtype is not torch.float64:  # float32 unless float64
+            scores = scores.float()
+        prior = _like(plan.weights, scores)
         if self.options.positive == "exp":
             # exp(z)·prior / Σ exp(z)·prior as a softmax: the max is subtracted, nothing overflows or divides by 0
             weights = torch.softmax(scores + prior.log(), dim=1)
@@ -237,6 +236,13 @@ class LambdaEquitune(GroupAveraging):
                 "model once, or wrap with feature_dim=..., before save_pretrained"
             )
         return {k: v for k, v in self.state_dict().items() if not k.startswith("feature_model.")}
+
+
+def _like(x: Tensor, reference: Tensor) -> Tensor:
+    """``x`` on ``reference``'s device and dtype; no dispatch when it already is (this runs every call)."""
+    if x.dtype is reference.dtype and x.device == reference.device:
+        return x
+    return x.to(device=reference.device, dtype=reference.dtype)
 
 
 def _can_split(adapter: Any) -> bool:
