@@ -174,7 +174,7 @@ class FastPath:
             reweighing = self.method.reweigh(plan, [values], features, self.class_dim)
             return combine_reweighed([y], reweighing, self.reduce, self.class_dim)[0]
         # reduce_whole_orbit's logits sum, with a static plan's (B, 1, k) weights made once: ~10 µs a call less
-        if self.reduce == "logits" and y.dtype == self.dtype:
+        if self.reduce == "logits" and y.dtype == self.dtype and self.copies > 1:
             weights = self.weights if plan is self.plan else plan.weights.to(self.dtype).unsqueeze(1)
             summed = torch.bmm(weights, y.reshape(self.batch, self.copies, -1))
             return summed.reshape(self.batch, *y.shape[1:])

@@ -115,6 +115,8 @@ def reduce_whole_orbit(
         Each leaf reduced to ``(B, ...)``.
     """
     batch, copies = weights.shape
+    if copies == 1 and not weights.requires_grad:  # one copy per input, weight 1 (they sum to 1): the copy itself
+        return [_in_space(leaf, space, class_dim) for leaf in leaves]
     out = []
     for leaf in leaves:
         y = _in_space(leaf, space, class_dim)
