@@ -304,30 +304,37 @@ def _permuted(x: Tensor) -> Tensor:
     return x[:, torch.tensor([3, 0, 5, 1, 4, 2])]
 
 
+def _planned(model: Any, group: str, method: str, inputs: Any, move: Any, tol: float) -> Any:
+    return pytest.param(lambda: symwrap.wrap(model(), group, method), inputs, move, tol, id=f"{group}-{method}")
+
+
+def _sets(batch: int) -> Tensor:
+    return torch.randn(batch, 6, 3)
+
+
+def _images(batch: int) -> Tensor:
+    return torch.randn(batch, 3, 8, 8)
+
+
+def _turned(x: Tensor) -> Tensor:
+    return torch.rot90(x, 1, (-2, -1)).flip(-1)
+
+
+def _fast_and_general(make: Any) -> tuple[symwrap.SymmetrizedModel, symwrap.SymmetrizedModel]:
+    """Two equal wrapped models in eval mode; the second keeps every call on the general path."""
+    torch.manual_seed(0)
+    fast, general = make().eval(), make().eval()
+    general.load_state_dict(fast.state_dict())
+    general.engine.use_fast_path = False
+    return fast, general
+
+
 PLANNED = [
-    pytest.param(lambda: symwrap.wrap(PointMLP(), "o3", "frame_averaging"), _clouds, _rotated, 1e-4, id="o3-frames"),
-    pytest.param(lambda: symwrap.wrap(PointMLP(), "o3", "canonicalization"), _clouds, _rotated, 1e-4, id="o3-pose"),
-    pytest.param(
-        lambda: symwrap.wrap(SetMLP(), "perm", "frame_averaging"),
-        lambda b: torch.randn(b, 6, 3),
-        _permuted,
-        1e-6,
-        id="perm-frames",
-    ),
-    pytest.param(
-        lambda: symwrap.wrap(SetMLP(), "perm", "canonicalization"),
-        lambda b: torch.randn(b, 6, 3),
-        _permuted,
-        1e-6,
-        id="perm-sorted",
-    ),
-    pytest.param(
-        lambda: symwrap.wrap(SmallCNN(8), "d4", "canonicalization"),
-        lambda b: torch.randn(b, 3, 8, 8),
-        lambda x: torch.rot90(x, 1, (-2, -1)).flip(-1),
-        1e-6,
-        id="d4-learned",
-    ),
+    _planned(PointMLP, "o3", "frame_averaging", _clouds, _rotated, 1e-4),
+    _planned(PointMLP, "o3", "canonicalization", _clouds, _rotated, 1e-4),
+    _planned(SetMLP, "perm", "frame_averaging", _sets, _permuted, 1e-6),
+    _planned(SetMLP, "perm", "canonicalization", _sets, _permuted, 1e-6),
+    _planned(lambda: SmallCNN(8), "d4", "canonicalization", _images, _turned, 1e-6),  # the learned canonicalizer
 ]
 
 
@@ -336,10 +343,7 @@ PLANNED = [
 def test_a_plan_made_from_the_input_runs_on_the_fast_path_with_the_general_result(
     make: Any, inputs: Any, move: Any, tol: float, batch: int
 ) -> None:
-    torch.manual_seed(0)
-    fast, general = make().eval(), make().eval()
-    general.load_state_dict(fast.state_dict())
-    general.engine.use_fast_path = False
+    fast, general = _fast_and_general(make)
     x = inputs(batch)
     with torch.no_grad():
         fast(x)  # the general path, which learns the fast one
@@ -352,10 +356,7 @@ def test_a_plan_made_from_the_input_runs_on_the_fast_path_with_the_general_resul
 
 
 def test_a_fresh_plan_with_more_copies_runs_on_the_general_path_planned_once() -> None:
-    torch.manual_seed(0)
-    fast, general = (symwrap.wrap(PointMLP(), "o3", "frame_averaging").eval() for _ in range(2))
-    general.load_state_dict(fast.state_dict())
-    general.engine.use_fast_path = False
+    fast, general = _fast_and_general(lambda: symwrap.wrap(PointMLP(), "o3", "frame_averaging"))
     x = _clouds(2)
     degenerate = x.clone()
     degenerate[1] = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 2], [0, 0, -2]])  # λ1 = λ2
@@ -391,10 +392,7 @@ def test_a_learned_canonicalizer_trains_off_the_fast_path_and_infers_on_it() -> 
 
 
 def test_under_autocast_a_planned_fast_path_keeps_the_precision_policy() -> None:
-    torch.manual_seed(0)
-    fast, general = (symwrap.wrap(PointMLP(), "o3", "canonicalization").eval() for _ in range(2))
-    general.load_state_dict(fast.state_dict())
-    general.engine.use_fast_path = False
+    fast, general = _fast_and_general(lambda: symwrap.wrap(PointMLP(), "o3", "canonicalization"))
     x = _clouds(3)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         fast(x)
