@@ -6,12 +6,15 @@ work, which the limit leaves out — the PCA frame or pose, equizero's proxy and
 learned canonicalizer. Dividing symwrap's time by its method's floor separates what symwrap adds from what the
 method costs. The floors follow the formulas of the papers (equitune: arXiv 2210.06475; λ-equitune and equizero:
 arXiv 2305.09900; frames: arXiv 2110.03336; canonicalization: arXiv 2211.06489) and compute what symwrap computes,
-up to the order of group elements.
+up to the order of group elements. Under ``torch.autocast`` they keep symwrap's precision policy: the method's own
+arithmetic in float32 (:func:`_float32`), only the base model's forwards in the caller's precision.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -26,6 +29,13 @@ __all__ = [
     "pca_frame_floor",
     "pca_pose_floor",
 ]
+
+
+def _float32(device: torch.device) -> AbstractContextManager[object]:
+    """Autocast off for the method's own arithmetic, as in symwrap (a no-op when autocast is off)."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _d4_orbit(shape: tuple[int, ...], device: torch.device) -> Tensor:
@@ -57,9 +67,11 @@ def equizero_floor(model: nn.Module, x: Tensor) -> Callable[[], Tensor]:
 
     def run() -> Tensor:
         y = model(gather(x)).reshape(batch, 8, -1)
-        log_p = torch.log_softmax(y, dim=-1)
-        best = (log_p.exp() * log_p).sum(-1).argmax(dim=1)  # the lowest entropy
-        return y.gather(1, best[:, None, None].expand(batch, 1, y.shape[-1])).squeeze(1)
+        with _float32(x.device):
+            y = y.float()
+            log_p = torch.log_softmax(y, dim=-1)
+            best = (log_p.exp() * log_p).sum(-1).argmax(dim=1)  # the lowest entropy
+            return y.gather(1, best[:, None, None].expand(batch, 1, y.shape[-1])).squeeze(1)
 
     return run
 
@@ -73,8 +85,9 @@ def lambda_floor(features: nn.Module, head: nn.Module, x: Tensor, net: Callable[
     def run() -> Tensor:
         h = features(gather(x))
         y = head(h).reshape(batch, 8, -1)
-        lam = F.softplus(net()(h).reshape(batch, 8)) + 1e-4
-        return torch.bmm((lam / lam.sum(1, keepdim=True)).unsqueeze(1), y).squeeze(1)
+        with _float32(x.device):
+            lam = F.softplus(net()(h.float()).reshape(batch, 8)) + 1e-4
+            return torch.bmm((lam / lam.sum(1, keepdim=True)).unsqueeze(1), y.float()).squeeze(1)
 
     return run
 
@@ -93,23 +106,26 @@ def learned_canonicalization_floor(model: nn.Module, x: Tensor, canonicalizer: A
     pool = small_shape[-1] // 2 != 4  # the network's adaptive pool to 4×4 is the identity on 8×8 inputs
 
     def run() -> Tensor:
-        small = F.adaptive_avg_pool2d(x, small_shape[1:]) if small_shape[1:] != x.shape[-2:] else x
-        h = small_gather(small)
-        for i, layer in enumerate(layers):
-            if pool and i == len(layers) - 2:  # before Flatten
-                h = F.adaptive_avg_pool2d(h, 4)
-            h = layer(h)
-        best = h.reshape(batch, 8).argmax(dim=1)
-        index = (orbit.index_select(0, best) + offsets).reshape(-1)
-        return model(x.reshape(-1).index_select(0, index).view(x.shape))
+        with _float32(x.device):
+            small = F.adaptive_avg_pool2d(x, small_shape[1:]) if small_shape[1:] != x.shape[-2:] else x
+            h = small_gather(small)
+            for i, layer in enumerate(layers):
+                if pool and i == len(layers) - 2:  # before Flatten
+                    h = F.adaptive_avg_pool2d(h, 4)
+                h = layer(h)
+            best = h.reshape(batch, 8).argmax(dim=1)
+            index = (orbit.index_select(0, best) + offsets).reshape(-1)
+            rows = x.reshape(-1).index_select(0, index).view(x.shape)
+        return model(rows).float()
 
     return run
 
 
 def _principal_axes(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Clouds ``(B, N, 3)`` -> centred clouds and the covariance eigenvectors ``(B, 3, 3)`` (one batched eigh)."""
+    """Clouds ``(B, N, 3)`` -> centred clouds and the covariance eigenvectors ``(B, 3, 3)``, largest eigenvalue first
+    (one batched eigh; the axis order decides which coordinate of the moved cloud is which)."""
     centred = x - x.mean(dim=1, keepdim=True)
-    return centred, torch.linalg.eigh(centred.transpose(1, 2) @ centred)[1]
+    return centred, torch.linalg.eigh(centred.transpose(1, 2) @ centred)[1].flip(-1)
 
 
 def pca_frame_floor(model: nn.Module, x: Tensor, loop: bool) -> Callable[[], Tensor]:
@@ -120,12 +136,13 @@ def pca_frame_floor(model: nn.Module, x: Tensor, loop: bool) -> Callable[[], Ten
     batch = x.shape[0]
 
     def run() -> Tensor:
-        axes = _principal_axes(x)[1]
-        frames = axes[:, None] * signs[None, :, None, :]  # (B, 8, 3, 3): V·S
-        copies = x[:, None] @ frames  # (B, 8, N, 3)
+        with _float32(x.device):
+            axes = _principal_axes(x)[1]
+            frames = axes[:, None] * signs[None, :, None, :]  # (B, 8, 3, 3): V·S
+            copies = x[:, None] @ frames  # (B, 8, N, 3)
         if loop:
-            return torch.stack([model(copies[:, j]) for j in range(8)]).mean(0)
-        return model(copies.reshape(batch * 8, *x.shape[1:])).reshape(batch, 8, -1).mean(1)
+            return torch.stack([model(copies[:, j]).float() for j in range(8)]).mean(0)
+        return model(copies.reshape(batch * 8, *x.shape[1:])).float().reshape(batch, 8, -1).mean(1)
 
     return run
 
@@ -135,8 +152,10 @@ def pca_pose_floor(model: nn.Module, x: Tensor) -> Callable[[], Tensor]:
     one forward."""
 
     def run() -> Tensor:
-        centred, axes = _principal_axes(x)
-        skew = (centred @ axes).pow(3).sum(dim=1)  # (B, 3)
-        return model(x @ (axes * torch.where(skew >= 0, 1.0, -1.0)[:, None, :]))
+        with _float32(x.device):
+            centred, axes = _principal_axes(x)
+            skew = (centred @ axes).pow(3).sum(dim=1)  # (B, 3)
+            posed = x @ (axes * torch.where(skew >= 0, 1.0, -1.0)[:, None, :])
+        return model(posed).float()
 
     return run
