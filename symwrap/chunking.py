@@ -10,6 +10,10 @@ smallest up, stopping once a candidate is clearly slower than the best so far (t
 cost for large models on CPU, where the biggest chunks are the slowest and the most expensive to time).
 The choice is cached per (input shapes, dtypes, device, copies).
 
+The candidates within 10 % of the fastest are then timed again in interleaved rounds (each once per round, the
+order rotated), when that costs at most ``confirm_seconds`` (0.5 s): timed one after the other, a candidate that
+ran during a slow spell of the machine would lose to a slower one.
+
 The choice is the whole orbit in one forward when its estimate is within ``tolerance`` (3 %) and 0.5 ms of the
 fastest (such calls skip the chunk loop and take the fast path of :mod:`symwrap.fast_path`); otherwise the *smallest*
 candidate within ``tolerance`` of the fastest: a larger chunk needs more memory, and on CPUs the timing of large
@@ -61,6 +65,10 @@ class ChunkTuner:
         stop_after: Stop timing larger candidates once one is slower than the best by more than this fraction.
         memory: The memory budget of one chunk's forward (default: 0.9 of the free memory at tuning time);
             ``MemoryBudget(free_fraction=None)`` without ``max_memory`` measures no memory.
+        confirm_seconds: The candidates within ``stop_after`` of the fastest are timed again, interleaved (round
+            after round, each candidate once per round), when that takes at most this long; their interleaved
+            medians replace the first estimates. Timed one after the other, a candidate that happened to run during
+            a slow spell of the machine would lose to a slower one. ``0`` turns it off.
 
     Attributes:
         cache: The chosen rows per forward, per call signature (lowered by out-of-memory backoff).
@@ -79,8 +87,10 @@ class ChunkTuner:
         tolerance: float = 0.03,
         stop_after: float = 0.10,
         memory: MemoryBudget | None = None,
+        confirm_seconds: float = 0.5,
     ) -> None:
         self.repeats = repeats
+        self.confirm_seconds = confirm_seconds
         self.min_seconds = min_seconds
         self.max_repeats = max_repeats
         self.max_rows = max_rows
@@ -119,7 +129,8 @@ class ChunkTuner:
         median of ``repeats`` (more while less than ``min_seconds`` was measured) is scaled to all rows. Once a
         candidate is more than ``stop_after`` slower than the best so far, larger ones are not timed (time per row
         grows with the chunk past the sweet spot on CPUs; on GPUs it keeps falling, so the full stack is still
-        reached there) and are recorded in ``pruned``.
+        reached there) and are recorded in ``pruned``. The candidates within ``stop_after`` of the fastest are
+        then timed again in interleaved rounds when that is cheap (``confirm_seconds``), and those medians count.
 
         ``max_rows`` caps this call's candidates (on top of the tuner's ``max_rows``). Under a memory budget
         the warm-up forwards are measured, and candidates over the budget (predicted before running, or
@@ -164,6 +175,7 @@ class ChunkTuner:
                     break
             if not estimates:  # the smallest candidate was predicted to fit but measured over the budget
                 estimates[self._largest_fitting(guard, candidates[0], measure, device)] = math.nan
+            estimates.update(self._confirm(estimates, rows, sample, measure, device))
         best = pick_chunk(estimates, self.tolerance, whole=rows) if len(estimates) > 1 else next(iter(estimates))
         self.cache[key] = best
         self.timings[key] = estimates
@@ -173,6 +185,35 @@ class ChunkTuner:
             self.memory_reports[key] = guard.report
         logger.info("chunk_size='auto' chose %d rows per forward (estimated seconds per call: %s)", best, estimates)
         return best
+
+    def _confirm(
+        self,
+        estimates: dict[int, float],
+        rows: int,
+        sample: int,
+        measure: Callable[[int, int], None],
+        device: torch.device,
+    ) -> dict[int, float]:
+        """New estimates of the candidates within ``stop_after`` of the fastest, timed in interleaved rounds (the
+        order rotated each round) until each has ``min_seconds`` measured or ``max_repeats`` rounds; ``{}`` when
+        fewer than two are that close or the rounds would take longer than ``confirm_seconds``."""
+        timed = {c: seconds for c, seconds in estimates.items() if math.isfinite(seconds)}
+        if len(timed) < 2 or self.confirm_seconds <= 0:
+            return {}
+        fastest = min(timed.values())
+        finalists = [c for c, seconds in timed.items() if seconds <= fastest * (1 + self.stop_after)]
+        if len(finalists) < 2:
+            return {}
+        spans = {c: min(rows, max(c, sample)) for c in finalists}
+        per_round = sum(timed[c] * spans[c] / rows for c in finalists)
+        rounds = min(self.max_repeats, max(self.repeats + 1, math.ceil(self.min_seconds / max(per_round, 1e-9))))
+        if rounds * per_round > self.confirm_seconds:
+            return {}
+        times: dict[int, list[float]] = {c: [] for c in finalists}
+        for r in range(rounds):
+            for c in finalists[r % len(finalists) :] + finalists[: r % len(finalists)]:
+                times[c].append(self._time_span(measure, c, spans[c], device))
+        return {c: statistics.median(times[c]) * rows / spans[c] for c in finalists}
 
     @staticmethod
     def _largest_fitting(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,37 @@ def test_memory_report_predicts_from_the_largest_measured_sizes() -> None:
     report = MemoryReport(budget=1000, source="test", peaks={1: 150.0, 2: 250.0, 4: 450.0}, per_row=100.0, fixed=50.0)
     assert report.predict(4) == 450 and report.predict(3) == 350 and report.predict(8) == 850
     assert report.max_rows(64) == 9 and math.isinf(MemoryReport(1, "t", {1: math.inf}).predict(1))
+
+
+# ---------------------------------------------------------------------------------------------- noisy timings
+class SlowSpell:
+    """``measure(start, stop)`` that sleeps 5 ms for 8 rows and 13 ms for 16, the first ``slow`` 8-row forwards
+    4 ms longer: the machine was busy while the 8-row candidate was first timed."""
+
+    def __init__(self, slow: int) -> None:
+        self.slow = slow
+
+    def __call__(self, start: int, stop: int) -> None:
+        if stop - start == 8:
+            extra = 0.004 if self.slow > 0 else 0.0
+            self.slow -= 1
+            time.sleep(0.005 + extra)
+        else:
+            time.sleep(0.013)
+
+
+@pytest.mark.parametrize("confirm", [True, False])
+def test_a_slow_spell_during_the_first_timing_is_outvoted_by_interleaved_rounds(confirm: bool) -> None:
+    # 16 rows = 8 inputs × 2 copies: 8 rows per forward (10 ms a call) or all 16 in one (13 ms a call). The first
+    # timing of 8 rows (a warm-up forward and 2 spans of 2 forwards) sees 18 ms a call.
+    tuner = ChunkTuner(
+        repeats=2,
+        min_seconds=0.0,
+        stop_after=0.5,  # 18 ms is within 50 % of 13 ms: both candidates are timed again
+        memory=MemoryBudget(free_fraction=None),
+        confirm_seconds=0.5 if confirm else 0.0,
+    )
+    chosen = tuner.choose("k", 16, 8, 2, SlowSpell(slow=5), torch.device("cpu"))
+    assert chosen == (8 if confirm else 16)
+    if confirm:
+        assert tuner.timings["k"][8] < tuner.timings["k"][16]
