@@ -53,7 +53,7 @@ class PointCloudAction(Action):
 
     def apply(self, x: Tensor, src: Tensor, elements: Tensor, group: Group) -> Tensor:
         d, translated = _space_dim(group)
-        codes = elements.to(x.dtype)
+        codes = elements if elements.dtype == x.dtype else elements.to(x.dtype)
         rot = codes[:, :d, :d]
         rows = x.index_select(0, src)
         flat = rows.reshape(rows.shape[0], -1, d)

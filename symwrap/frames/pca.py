@@ -53,6 +53,11 @@ class PCA:
         scale = lam[:, :1].clamp_min(torch.finfo(lam.dtype).tiny)
         return (lam[:, :-1] - lam[:, 1:]) / scale
 
+    def tied(self, gap: float) -> Tensor:
+        """``(B, d-1)``: relative gap below ``gap`` (:meth:`relative_gaps` ``< gap``, without the division)."""
+        lam = self.eigenvalues
+        return lam[:, :-1] - lam[:, 1:] < gap * lam[:, :1].clamp_min(torch.finfo(lam.dtype).tiny)
+
 
 def pca(x: Tensor, mask: Tensor | None = None) -> PCA:
     """Centroid and principal axes of each cloud, on ``x``'s device and dtype.
@@ -64,13 +69,13 @@ def pca(x: Tensor, mask: Tensor | None = None) -> PCA:
     if mask is None:
         centroid = x.mean(dim=1)
         centred = x - centroid[:, None]
-        count = torch.full((x.shape[0],), float(x.shape[1]), dtype=x.dtype, device=x.device)
+        cov = centred.transpose(1, 2) @ centred / x.shape[1]  # every cloud has N points: a Python divisor
     else:
         weight = mask.to(x.dtype)
         count = weight.sum(dim=1).clamp_min(1)  # (B,)
         centroid = (x * weight[..., None]).sum(dim=1) / count[:, None]
         centred = (x - centroid[:, None]) * weight[..., None]
-    cov = centred.transpose(1, 2) @ centred / count[:, None, None]
+        cov = centred.transpose(1, 2) @ centred / count[:, None, None]
     values, vectors = torch.linalg.eigh(cov)  # ascending
     return PCA(centroid, values.flip(-1), vectors.flip(-1), centred)
 
@@ -136,6 +141,7 @@ class PCAFrame:
         self.d, self.special, self.translation = d, special, translation
         self.gap, self.degenerate = gap, degenerate
         self.enlarge_samples, self.seed = enlarge_samples, seed
+        self._weights: dict[tuple, Tensor] = {}
 
     # ------------------------------------------------------------------ frames
     def frame(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -152,7 +158,7 @@ class PCAFrame:
         """
         p = pca(x, mask)
         bases = p.eigenvectors[:, None]  # (B, 1, d, d): one basis per input unless enlarged
-        tied = p.relative_gaps() < self.gap  # (B, d-1)
+        tied = p.tied(self.gap)  # (B, d-1)
         degenerate = tied.any(dim=1)
         if bool(degenerate.any()):
             self._handle(degenerate, p, "frame")
@@ -162,8 +168,17 @@ class PCAFrame:
         batch = x.shape[0]
         rotations = rotations.reshape(batch, -1, self.d, self.d)
         elements = self._with_translation(rotations, p.centroid)
-        weights = torch.full(elements.shape[:2], 1.0 / elements.shape[1], dtype=x.dtype, device=x.device)
-        return elements, weights
+        return elements, self._uniform(elements.shape[0], elements.shape[1], x)
+
+    def _uniform(self, batch: int, copies: int, x: Tensor) -> Tensor:
+        """Weights ``1/k`` ``(B, k)`` in ``x``'s dtype and device, made once per layout (read-only)."""
+        key = (batch, copies, x.dtype, x.device)
+        weights = self._weights.get(key)
+        if weights is None:
+            if len(self._weights) >= 16:
+                self._weights.pop(next(iter(self._weights)))
+            weights = self._weights[key] = torch.full((batch, copies), 1.0 / copies, dtype=x.dtype, device=x.device)
+        return weights
 
     def canonical(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """One canonical element per cloud ``(B, 1, c, c)``: signs chosen so each axis has positive skewness.
@@ -180,14 +195,16 @@ class PCAFrame:
         skew = cubes.sum(dim=1)
         # |a|³ = |a³| exactly (a float product only changes sign with its factors): one pass fewer over the points
         scale = cubes.abs().sum(dim=1).clamp_min(torch.finfo(x.dtype).tiny)
-        signs = torch.where(skew >= 0, 1.0, -1.0).to(x.dtype)
-        weak = (skew.abs() / scale) < self.gap
+        signs = torch.where(skew >= 0, 1.0, -1.0)
+        if signs.dtype != x.dtype:
+            signs = signs.to(x.dtype)
+        weak = skew.abs() < self.gap * scale  # a third moment below gap relative to Σ|a|³
         if self.special:
             signs[:, -1] = torch.linalg.det(v).sign() * signs[:, :-1].prod(dim=1)
-            weak[:, -1] = False
-        degenerate = (p.relative_gaps() < self.gap).any(dim=1) | weak.any(dim=1)
-        if bool(degenerate.any()):
-            self._handle(degenerate, p, "canonical pose")
+            weak = weak[:, :-1]  # the last sign comes from the determinant
+        ambiguous = torch.cat([p.tied(self.gap), weak], dim=1)  # (B, ·): one test and one sync for the batch
+        if bool(ambiguous.any()):
+            self._handle(ambiguous.any(dim=1), p, "canonical pose")
         rotation = (signs[..., None] * v.transpose(1, 2))[:, None]  # (B, 1, d, d)
         return self._with_translation(rotation, p.centroid)
 
