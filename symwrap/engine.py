@@ -26,6 +26,7 @@ from torch import Tensor
 from symwrap.actions.base import Action
 from symwrap.adapters.base import Adapter, BoundCall
 from symwrap.autocast import at_least_float32
+from symwrap.caches import keep_newest
 from symwrap.chunking import ChunkTuner
 from symwrap.errors import OutOfMemoryError
 from symwrap.groups.base import Group
@@ -235,12 +236,11 @@ class OrbitEngine:
     def _row_map(self, batch: int, copies: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """``src`` (input row) and ``slot`` (orbit slot) of each of the ``batch·copies`` rows, cached per size."""
         key = (batch, copies, device)
-        if key not in self._row_maps:
-            if len(self._row_maps) >= 16:
-                self._row_maps.pop(next(iter(self._row_maps)))
+        found = self._row_maps.get(key)
+        if found is None:
             src = torch.arange(batch, device=device).repeat_interleave(copies)
-            self._row_maps[key] = (src, torch.arange(copies, device=device).repeat(batch))
-        return self._row_maps[key]
+            found = keep_newest(self._row_maps, key, (src, torch.arange(copies, device=device).repeat(batch)), 16)
+        return found
 
     # ------------------------------------------------------------------ public
     def run(

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from symwrap.actions.base import Action
+from symwrap.caches import keep_newest
 from symwrap.groups.base import cached_per_group
 
 if TYPE_CHECKING:
@@ -119,8 +120,8 @@ class ImageAction(Action):
 
     def _remember(self, key: tuple, elements: Tensor, h: int, w: int, known: _KnownRows) -> _KnownRows:
         """Keep ``known`` (the last 64) under the rows' address, and as the last rows of their shape."""
-        _keep_newest(self._known, key, known, 64)
-        _keep_newest(self._last_of_shape, (tuple(elements.shape), h, w, elements.device, elements.dtype), known, 8)
+        keep_newest(self._known, key, known, 64)
+        keep_newest(self._last_of_shape, (tuple(elements.shape), h, w, elements.device, elements.dtype), known, 8)
         return known
 
     def _gather_cached(self, x: Tensor, src: Tensor, index: Tensor) -> Tensor:
@@ -135,9 +136,7 @@ class ImageAction(Action):
         if cached is None or cached[0] is not src or cached[1] is not index:  # ids are only reused by dead tensors
             # Build the flat index on the second sighting only: the rows of a chunk sliced anew every call never
             # come back, so they keep the two-kernel gather and cost no index.
-            if len(self._flat) >= 8:
-                self._flat.pop(next(iter(self._flat)))
-            self._flat[key] = (src, index, None)
+            keep_newest(self._flat, key, (src, index, None), 8)
             return _gather_pixels(x, src, index)
         if cached[2] is None:
             cached = self._flat[key] = (src, index, _flat_source_index(x, src, index))
@@ -186,7 +185,7 @@ class ImageAction(Action):
             return torch.empty(0, h * w, dtype=torch.long, device=matrices.device), inverse
         stack_key = (tuple(distinct), h, w, matrices.device)  # the chunks of one orbit share their stack
         if stack_key not in self._stacks:
-            _keep_newest(self._stacks, stack_key, torch.stack(tables), 16)
+            keep_newest(self._stacks, stack_key, torch.stack(tables), 16)
         return self._stacks[stack_key], inverse
 
     def _resample(self, x: Tensor, src: Tensor, matrices: Tensor) -> Tensor:
@@ -325,11 +324,3 @@ def _version_of(t: Tensor) -> int | None:
     """``t``'s version counter (bumped by every in-place write to its memory), or ``None`` where it has none
     (tensors made under ``torch.inference_mode``)."""
     return None if t.is_inference() else t._version
-
-
-def _keep_newest(cache: dict, key: object, value: object, limit: int) -> None:
-    """Store ``cache[key] = value`` as the newest entry, dropping the oldest beyond ``limit`` entries."""
-    cache.pop(key, None)
-    if len(cache) >= limit:
-        cache.pop(next(iter(cache)))
-    cache[key] = value

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from symwrap.actions.image import ImageAction
+from symwrap.caches import keep_newest
 from symwrap.errors import InputLayoutError
 from symwrap.groups.base import Group
 
@@ -101,9 +102,7 @@ class LearnedCanonicalizer(nn.Module):
             if same or torch.equal(cached[0], elements):
                 return cached[2](small)
         gather = self._action.row_gather(small, *_orbit_rows(small, elements), group)
-        if len(self._gathers) >= 8:
-            self._gathers.pop(next(iter(self._gathers)))
-        self._gathers[key] = (elements.clone(), group, gather, elements, elements._version)
+        keep_newest(self._gathers, key, (elements.clone(), group, gather, elements, elements._version), 8)
         return gather(small)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from symwrap.caches import keep_newest
 from symwrap.errors import InputLayoutError, SymwrapError
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "all_finite",
     "check_cloud",
     "check_mask",
+    "frame_weights",
     "mask_from_call",
     "point_group_spec",
 ]
@@ -57,6 +59,21 @@ def check_mask(mask: Tensor | None, batch: int, size: int, what: str) -> Tensor 
             )
         mask = mask.bool()
     return mask
+
+
+#: :func:`frame_weights` by layout, the newest 32 (a dict rather than ``functools.lru_cache``, which
+#: ``torch.compile`` warns about and traces through).
+_FRAME_WEIGHTS: dict[tuple[int, int, torch.dtype, torch.device], Tensor] = {}
+
+
+def frame_weights(batch: int, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The uniform weights ``1/|F|`` ``(B, |F|)`` of frames of ``size`` elements (one canonical element: all 1),
+    made once per layout and shared (read-only: plans never write their weights)."""
+    key = (batch, size, dtype, device)
+    found = _FRAME_WEIGHTS.get(key)
+    if found is None:
+        found = keep_newest(_FRAME_WEIGHTS, key, torch.full((batch, size), 1.0 / size, dtype=dtype, device=device), 32)
+    return found
 
 
 def all_finite(x: Tensor) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from symwrap.frames.base import DEGENERATE_MODES, DegenerateFrameWarning, DegenerateInputError
+from symwrap.frames.base import DEGENERATE_MODES, DegenerateFrameWarning, DegenerateInputError, frame_weights
 from symwrap.groups.matrix import haar_orthogonal
 
 __all__ = ["DEFAULT_EIGEN_GAP", "PCA", "PCAFrame", "pca"]
@@ -141,7 +141,6 @@ class PCAFrame:
         self.d, self.special, self.translation = d, special, translation
         self.gap, self.degenerate = gap, degenerate
         self.enlarge_samples, self.seed = enlarge_samples, seed
-        self._weights: dict[tuple, Tensor] = {}
 
     # ------------------------------------------------------------------ frames
     def frame(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -168,17 +167,7 @@ class PCAFrame:
         batch = x.shape[0]
         rotations = rotations.reshape(batch, -1, self.d, self.d)
         elements = self._with_translation(rotations, p.centroid)
-        return elements, self._uniform(elements.shape[0], elements.shape[1], x)
-
-    def _uniform(self, batch: int, copies: int, x: Tensor) -> Tensor:
-        """Weights ``1/k`` ``(B, k)`` in ``x``'s dtype and device, made once per layout (read-only)."""
-        key = (batch, copies, x.dtype, x.device)
-        weights = self._weights.get(key)
-        if weights is None:
-            if len(self._weights) >= 16:
-                self._weights.pop(next(iter(self._weights)))
-            weights = self._weights[key] = torch.full((batch, copies), 1.0 / copies, dtype=x.dtype, device=x.device)
-        return weights
+        return elements, frame_weights(elements.shape[0], elements.shape[1], x.dtype, x.device)
 
     def canonical(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """One canonical element per cloud ``(B, 1, c, c)``: signs chosen so each axis has positive skewness.

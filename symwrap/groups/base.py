@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 from torch import Tensor
 
+from symwrap.caches import keep_newest
+
 if TYPE_CHECKING:
     from symwrap.actions.base import Action
 
@@ -162,7 +164,5 @@ def cached_per_group(
     if cached is not None and cached[0] is group:
         return cached[1]
     value = compute(group)
-    if len(cache) >= 8:
-        cache.pop(next(iter(cache)))
-    cache[key] = (group, value)
+    keep_newest(cache, key, (group, value), 8)
     return value

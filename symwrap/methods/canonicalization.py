@@ -36,7 +36,7 @@ from symwrap.canonicalizers.analytic import shift_canonical
 from symwrap.canonicalizers.learned import LearnedCanonicalizer
 from symwrap.config import option, require
 from symwrap.errors import ConfigError
-from symwrap.frames.base import check_cloud, check_mask, mask_from_call, point_group_spec
+from symwrap.frames.base import check_cloud, check_mask, frame_weights, mask_from_call, point_group_spec
 from symwrap.frames.pca import DEFAULT_EIGEN_GAP, PCAFrame
 from symwrap.frames.sorting import SortFrame, check_set_input
 from symwrap.groups.base import Group, cached_per_group
@@ -114,7 +114,6 @@ class Canonicalization(Method):
         self._kinds: dict[tuple, tuple[Group, str]] = {}
         self._scoring: dict[tuple, tuple[Group, MatrixGroup]] = {}
         self._frames: dict[tuple, tuple[Group, PCAFrame]] = {}
-        self._ones: dict[tuple[int, torch.device], Tensor] = {}
         if self.options.canonicalizer == "learned":
             self._build_learned()
 
@@ -204,7 +203,7 @@ class Canonicalization(Method):
             elements = SortFrame(opts.sort_by, gap=opts.gap or 0.0, degenerate=opts.degenerate).canonical(
                 x, group.axis, mask
             )
-        return Plan(elements, self._unit_weights(batch, x.device))
+        return Plan(elements, frame_weights(batch, 1, torch.float32, x.device))
 
     def _pca_frame(self, group: Group) -> PCAFrame:
         """The PCA frame builder of a point group, made once per group and options (it holds no data)."""
@@ -234,17 +233,7 @@ class Canonicalization(Method):
                 weights = hard + soft - soft.detach()
             return Plan(elements.expand(batch, *elements.shape), weights)
         best = scores.argmax(dim=1)
-        return Plan(elements.index_select(0, best)[:, None], self._unit_weights(batch, x.device))
-
-    def _unit_weights(self, batch: int, device: torch.device) -> Tensor:
-        """The weights ``(B, 1)`` of one copy per input, all 1: made once per batch size and device (read-only)."""
-        key = (batch, device)
-        ones = self._ones.get(key)
-        if ones is None:
-            if len(self._ones) >= 16:
-                self._ones.pop(next(iter(self._ones)))
-            ones = self._ones[key] = torch.ones(batch, 1, device=device)
-        return ones
+        return Plan(elements.index_select(0, best)[:, None], frame_weights(batch, 1, torch.float32, x.device))
 
     # ------------------------------------------------------------------ prior (Mondal et al. 2023)
     def scores(self, x: Tensor, group: Group | None = None) -> Tensor:
