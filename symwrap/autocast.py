@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["AutocastState", "at_least_float32", "autocast_enabled"]
+__all__ = ["AutocastState", "at_least_float32", "autocast_enabled", "float32_or_64"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +70,11 @@ def at_least_float32(value: Tensor) -> Tensor:
     if value.is_floating_point() and torch.finfo(value.dtype).bits < 32:
         return value.float()
     return value
+
+
+def float32_or_64(value: Tensor) -> Tensor:
+    """``value`` in float32, float64 kept (symwrap's own arithmetic); no dispatch when it already is one of them
+    (this runs on every call)."""
+    if value.dtype is torch.float32 or value.dtype is torch.float64:
+        return value
+    return value.float()

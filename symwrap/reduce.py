@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from symwrap.autocast import float32_or_64
+
 if TYPE_CHECKING:
     from symwrap.methods.base import Reweighing
 
@@ -171,8 +173,7 @@ def _take_copy(y: Tensor, selected: Tensor, copies: int) -> Tensor:
 
 def _in_space(y: Tensor, space: str, class_dim: int) -> Tensor:
     """``y`` in float32 (float64 stays float64) and mapped to the reduction ``space`` (see :data:`REDUCE_SPACES`)."""
-    if y.dtype is not torch.float32 and y.dtype is not torch.float64:  # no dispatch for the usual float32
-        y = y.float()
+    y = float32_or_64(y)
     if space == "probs":
         return torch.softmax(y, dim=class_dim)
     if space == "log_probs":

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from symwrap.autocast import float32_or_64
 from symwrap.config import option, require
 from symwrap.errors import ConfigError
 from symwrap.methods.base import Plan, Reweighing
@@ -48,34 +49,29 @@ def _per_copy(values: Tensor) -> Tensor:
 
 def entropy(outputs: Tensor, class_dim: int = -1) -> Tensor:
     """Predictive entropy of ``softmax(outputs)`` along ``class_dim``: ``(B, k, ...)`` -> ``(B, k)``."""
-    log_p = torch.log_softmax(_float(outputs), dim=class_dim)
+    log_p = torch.log_softmax(float32_or_64(outputs), dim=class_dim)
     return _per_copy(-(log_p.exp() * log_p).sum(dim=class_dim))
 
 
 def max_prob(outputs: Tensor, class_dim: int = -1) -> Tensor:
     """Minus the top-1 probability (the most confident copy has the lowest loss): ``(B, k, ...)`` -> ``(B, k)``."""
-    return _per_copy(-torch.softmax(_float(outputs), dim=class_dim).amax(dim=class_dim))
+    return _per_copy(-torch.softmax(float32_or_64(outputs), dim=class_dim).amax(dim=class_dim))
 
 
 def max_logit(outputs: Tensor, class_dim: int = -1) -> Tensor:
     """Minus the largest raw output along ``class_dim``: ``(B, k, ...)`` -> ``(B, k)``."""
-    return _per_copy(-_float(outputs).amax(dim=class_dim))
+    return _per_copy(-float32_or_64(outputs).amax(dim=class_dim))
 
 
 def lowest(losses: Tensor) -> Tensor:
     """The index ``(B,)`` of the lowest loss per row of ``(B, k)``; ties go to the lowest index, NaN never wins."""
-    losses = torch.nan_to_num(_float(losses), nan=torch.inf)  # argmin would pick a NaN
+    losses = torch.nan_to_num(float32_or_64(losses), nan=torch.inf)  # argmin would pick a NaN
     return losses.argmin(dim=1)  # documented: the first index among equal minima
 
 
 def select_lowest(losses: Tensor) -> Tensor:
     """One-hot ``(B, k)`` weights on the lowest loss per row; ties go to the lowest index, NaN never wins."""
     return Reweighing(selected=lowest(losses), copies=losses.shape[1]).weights
-
-
-def _float(values: Tensor) -> Tensor:
-    """``values`` in float32 (float64 kept); no dispatch when they already are (this runs every call)."""
-    return values if values.dtype in (torch.float32, torch.float64) else values.float()
 
 
 @dataclass

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from symwrap.adapters.base import Adapter, BoundCall
 from symwrap.adapters.torch import SubmoduleCapture, TorchAdapter, pool_features, submodule_features
+from symwrap.autocast import float32_or_64
 from symwrap.config import option, require
 from symwrap.errors import ConfigError, IncompatibleModelError
 from symwrap.methods.base import Plan, Reweighing
@@ -209,9 +210,7 @@ class LambdaEquitune(GroupAveraging):
                 f"the λ-net was built for {self.options.feature_dim} features but the model gave "
                 f"{features.shape[-1]}; use the same base/feature model the λ-net was trained with"
             )
-        scores = net(_like(features, net.mlp[-1].weight))  # (B, k)
-        if scores.dtype is not torch.float32 and scores.dtype is not torch.float64:  # float32 unless float64
-            scores = scores.float()
+        scores = float32_or_64(net(_like(features, net.mlp[-1].weight)))  # (B, k)
         prior = _like(plan.weights, scores)
         if self.options.positive == "exp":
             # exp(z)·prior / Σ exp(z)·prior as a softmax: the max is subtracted, nothing overflows or divides by 0
