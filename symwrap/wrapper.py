@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from symwrap.actions import Action, AxisPermutationAction, ImageAction, PointCloudAction, VectorAction
 from symwrap.adapters.base import Adapter, BoundCall, Selector
 from symwrap.adapters.torch import release_captures
+from symwrap.caches import keep_newest
 from symwrap.chunking import ChunkTuner
 from symwrap.engine import ChunkSize, OrbitEngine
 from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
@@ -311,37 +312,32 @@ class SymmetrizedModel(nn.Module):
             and self.engine.whole_orbit_in_one_chunk(call, group, self.input_action, plan)
         )
         fast = None
-        if eligible and planned:
+        if eligible:
             batch, copies = plan.elements.shape[:2]
-            src = torch.arange(batch, device=key[2]).repeat_interleave(copies)
-            action, config = self.input_action, self.config
-
-            def planner(x: Tensor) -> Plan:
-                return method.plan(x, group)
-
-            def move(x: Tensor, flat: Tensor) -> Tensor:
-                return action.apply(x, src, flat, group)
-
-            fast = FastPath(
-                call.model, None, plan, None, config.reduce, config.class_dim, result.dtype, None, planner, move
-            )
-        elif eligible:
-            batch, copies = plan.elements.shape[:2]
-            flat = plan.flat_elements()
             src = torch.arange(batch, device=key[2]).repeat_interleave(copies)  # the engine's row order b·k + j
-            gather = self.input_action.row_gather(call.acted[0], src, flat, group)
-            reweighing = method if method.reweighs else None
-            features = None
-            if method.needs_features:  # the call's acted argument is always replaced: drop the input it holds
-                call.args, call.acted = [None], []
-                features = (call, self.adapter, src)
-            config = self.config
-            fast = FastPath(
-                call.model, gather, plan, reweighing, config.reduce, config.class_dim, result.dtype, features
-            )
-        if len(fast_paths) >= 16:
-            fast_paths.pop(next(iter(fast_paths)))
-        fast_paths[key] = fast
+            action, config = self.input_action, self.config
+            if planned:
+
+                def planner(x: Tensor) -> Plan:
+                    return method.plan(x, group)
+
+                def move(x: Tensor, flat: Tensor) -> Tensor:
+                    return action.apply(x, src, flat, group)
+
+                fast = FastPath(
+                    call.model, None, plan, None, config.reduce, config.class_dim, result.dtype, None, planner, move
+                )
+            else:
+                gather = action.row_gather(call.acted[0], src, plan.flat_elements(), group)
+                reweighing = method if method.reweighs else None
+                features = None
+                if method.needs_features:  # the call's acted argument is always replaced: drop the input it holds
+                    call.args, call.acted = [None], []
+                    features = (call, self.adapter, src)
+                fast = FastPath(
+                    call.model, gather, plan, reweighing, config.reduce, config.class_dim, result.dtype, features
+                )
+        keep_newest(fast_paths, key, fast, 16)
 
     def __setattr__(self, name: str, value: Any) -> None:
         engine = self.__dict__.get("engine")
