@@ -204,10 +204,20 @@ class SymmetrizedModel(nn.Module):
 
         Takes exactly the base model's arguments; returns its output type (``SymmetrizedOutput`` when
         the method reports standard errors). Under ``torch.autocast`` the base model's forwards run in the
-        autocast dtype and the combined outputs are float32 (see :mod:`symwrap.autocast`).
+        autocast dtype and the combined outputs are float32 (see :mod:`symwrap.autocast`). Under
+        ``torch.inference_mode`` the call runs under ``torch.no_grad`` instead (the same values): symwrap keeps
+        plans, indices, weights and lazily built λ-nets from call to call, and a tensor made in inference mode could
+        never take part in a later backward.
         """
         if not self._symmetrize:
             return self.base_model(*args, **kwargs)
+        if torch.is_inference_mode_enabled():
+            with torch.inference_mode(False), torch.no_grad():
+                return self._symmetrized(args, kwargs)
+        return self._symmetrized(args, kwargs)
+
+    def _symmetrized(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """:meth:`forward` of a symmetrizing call: the fast path when it applies, else the general one."""
         if torch.compiler.is_compiling():
             # A traced call keeps the general path (and guards on no cache), outside the try below: dynamo cannot
             # resume after a graph break (the chunk tuner's eager measurement) inside a try block.

@@ -400,3 +400,33 @@ def test_under_autocast_a_planned_fast_path_keeps_the_precision_policy() -> None
         got, expected = fast(x), general(x)
     assert got.dtype == expected.dtype == torch.float32
     assert_close(got, expected, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------ calls under torch.inference_mode
+INFERENCE_THEN_TRAINING = [
+    pytest.param(lambda: symwrap.wrap(SmallCNN(8), "d4", chunk_size=None), _images, id="fast-path"),
+    pytest.param(lambda: symwrap.wrap(SmallCNN(8), "d4", chunk_size=3), _images, id="chunked"),
+    pytest.param(lambda: symwrap.wrap(PointMLP(), "o3", "frame_averaging"), _clouds, id="point-frames"),
+    pytest.param(lambda: symwrap.wrap(SmallCNN(8), "d4", "canonicalization"), _images, id="learned-canonicalizer"),
+    pytest.param(
+        lambda: symwrap.wrap(SmallCNN(8), "d4", "lambda_equitune", features="features"), _images, id="lambda-net"
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "inputs"), INFERENCE_THEN_TRAINING)
+def test_calls_under_inference_mode_leave_nothing_that_breaks_a_later_backward(make: Any, inputs: Any) -> None:
+    # symwrap keeps plans, indices and weights from call to call; made under inference_mode they could not be saved
+    # for a later backward ("Inference tensors cannot be saved for backward")
+    fast, reference = _fast_and_general(make)
+    x = inputs(2)
+    with torch.inference_mode():
+        fast(x)
+        in_inference = fast(x)
+    with torch.no_grad():
+        assert_close(in_inference, reference(x), rtol=0, atol=0)
+    fast.train()
+    y = x.clone().requires_grad_(True)
+    fast(y).square().sum().backward()
+    fast(y).square().sum().backward()  # the kept state of the training call too
+    assert y.grad is not None and y.grad.abs().sum() > 0
