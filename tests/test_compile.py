@@ -97,10 +97,21 @@ def test_monte_carlo_seeded_has_no_graph_breaks(group: str, images: Tensor) -> N
     _compiled_matches_eager(model, images)
 
 
-def test_lambda_equitune_has_no_graph_breaks(images: Tensor) -> None:
-    model = symwrap.wrap(SmallCNN().eval(), "d4", "lambda_equitune", features="features")
+def _trained_lambda(images: Tensor, **options: Any) -> nn.Module:
+    """λ-equitune on a small CNN with random λ-net weights (an untrained λ-net is constant: group averaging)."""
+    model = symwrap.wrap(SmallCNN().eval(), "d4", "lambda_equitune", features="features", **options)
+    with torch.no_grad():
+        model(images)
+        for p in model.method.lambda_net.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    return model
+
+
+@pytest.mark.parametrize("chunk_size", ["auto", 12])
+def test_lambda_equitune_has_no_graph_breaks(chunk_size: Any, images: Tensor) -> None:
+    model = _trained_lambda(images, chunk_size=chunk_size)
     assert _breaks(model, images) == 0
-    _compiled_matches_eager(model, images)
+    _compiled_matches_eager(model, images)  # compiled, the λ-net's layer norm is folded into its first layer
 
 
 def test_frame_averaging_compiles_with_breaks_in_the_plan_only() -> None:
@@ -123,3 +134,8 @@ def test_compiled_under_autocast_matches_eager_autocast(images: Tensor) -> None:
 def test_inductor_compiled_matches_eager(images: Tensor) -> None:
     model = symwrap.wrap(SmallCNN().eval(), "d4", chunk_size=12)
     _compiled_matches_eager(model, images, backend="inductor")
+
+
+@pytest.mark.slow
+def test_inductor_compiled_lambda_equitune_matches_eager(images: Tensor) -> None:
+    _compiled_matches_eager(_trained_lambda(images, chunk_size=12), images, backend="inductor")

@@ -98,6 +98,44 @@ def test_chunking_gives_equal_results(cnn: SmallCNN, images: torch.Tensor) -> No
         assert_close(wrapped(images), reference, rtol=1e-6, atol=1e-6)
 
 
+def test_chunks_keep_one_score_per_copy_not_the_features(cnn: SmallCNN, images: torch.Tensor) -> None:
+    """The λ-net scores each chunk's rows as the forward makes them: only ``(R, 1)`` scores reach the reweighing,
+    never the whole orbit's ``(R, D)`` features."""
+    wrapped = symwrap.wrap(cnn, "d4", "lambda_equitune", features="features", chunk_size=5).eval()
+    wrapped(images)
+    _randomize(wrapped.method)
+    seen = []
+    original = wrapped.method.reweigh
+
+    def spy(plan, values, features, class_dim=-1):
+        seen.append(features.shape)
+        return original(plan, values, features, class_dim)
+
+    wrapped.method.reweigh = spy
+    try:
+        wrapped(images)
+    finally:
+        del wrapped.method.reweigh
+    assert seen == [torch.Size([len(images), 8, 1])]
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-4), (torch.float64, 1e-10)])
+def test_folded_layer_norm_of_the_compiled_lambda_net_matches_the_plain_form(
+    dtype: torch.dtype, tolerance: float
+) -> None:
+    """Compiled, the λ-net moves its layer norm past the first matmul; features with a mean 10 standard
+    deviations from zero (the cancellation this form is exposed to) give the plain form's result."""
+    from symwrap.methods.lambda_equitune import _layer_norm_then_linear
+
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 16).to(dtype)
+    features = (torch.randn(32, 64) * 0.5 + 5.0).to(dtype)
+    plain = layer(nn.functional.layer_norm(features, (64,)))
+    folded = _layer_norm_then_linear(features, layer)
+    assert_close(folded, plain, rtol=tolerance, atol=tolerance)
+    assert not torch.allclose(plain, layer(features), rtol=0.1, atol=0.1), "the normalisation matters here"
+
+
 def test_feature_model_gives_lambda_features_and_stays_frozen(cnn: SmallCNN, images: torch.Tensor) -> None:
     feature_model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Dropout(0.5))  # pooled over H, W
     wrapped = symwrap.wrap(cnn, "rot90", "lambda_equitune", feature_model=feature_model)
@@ -169,7 +207,7 @@ def test_weights_are_positive_and_finite_in_half_precision(positive: str, dtype:
         method.lambda_net.feature_norm = False
     features = torch.tensor([[-1.0] * 6, [1.0] * 6, [-0.5] * 6, [-6.0] * 6]).to(dtype).reshape(1, 4, 6)
     plan = Plan(torch.zeros(1, 4), torch.full((1, 4), 0.25))
-    weights = method.reweigh(plan, [], features).weights
+    weights = method.reweigh(plan, [], method.scores(features).unsqueeze(-1)).weights
     assert weights.dtype == torch.float32 and torch.isfinite(weights).all()
     assert (weights >= 0).all()
     assert_close(weights.sum(1), torch.ones(1))

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from symwrap.adapters.base import Adapter, BoundCall
 from symwrap.adapters.torch import SubmoduleCapture, TorchAdapter, pool_features, submodule_features
-from symwrap.autocast import float32_or_64
+from symwrap.autocast import autocast_enabled, float32_or_64
 from symwrap.config import option, require
 from symwrap.errors import ConfigError, IncompatibleModelError
 from symwrap.methods.base import Plan, Reweighing
@@ -107,9 +107,31 @@ class LambdaNet(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         """``(..., D)`` features -> ``(...)`` scores."""
-        if self.feature_norm:
-            features = F.layer_norm(features, features.shape[-1:])
-        return self.mlp(features).squeeze(-1)
+        return self.column(features).squeeze(-1)
+
+    def column(self, features: Tensor) -> Tensor:
+        """``(..., D)`` features -> ``(..., 1)`` scores (the last layer's output, not squeezed)."""
+        if not self.feature_norm:
+            return self.mlp(features)
+        if torch.compiler.is_compiling():
+            return self.mlp[1:](_layer_norm_then_linear(features, self.mlp[0]))
+        return self.mlp(F.layer_norm(features, features.shape[-1:]))
+
+
+def _layer_norm_then_linear(features: Tensor, layer: nn.Linear, eps: float = 1e-5) -> Tensor:
+    """``layer(layer_norm(features))`` for features ``(..., D)``, with the normalisation moved past the matmul.
+
+    ``((f − μ)·rstd)·Wᵀ + b = (f·Wᵀ − μ·(W·1)ᵀ)·rstd + b``: the matmul reads the features as they are, and only
+    the per-row mean and variance are reduced over them. Under ``torch.compile`` (CPU inductor) the plain form
+    writes the normalised features out from the model's feature map: when that map is a flattened channels-last
+    convolution output (the digits CNN), inductor recomputes the flatten with scalar loops, 14.6 ms against 4.0 ms
+    for this form (the wrapped digits CNN at B = 64, ``bench_suite.py``). The subtraction after the matmul loses
+    ~|μ|/σ more float32 rounding than the plain form (tested within 1e-4 for |μ|/σ = 10); eager calls keep the
+    plain form: two kernels instead of eight.
+    """
+    variance, mean = torch.var_mean(features, dim=-1, unbiased=False, keepdim=True)
+    centred = F.linear(features, layer.weight) - mean * layer.weight.sum(dim=1)
+    return torch.addcmul(layer.bias, centred, torch.rsqrt(variance + eps))
 
 
 class LambdaEquitune(GroupAveraging):
@@ -188,6 +210,22 @@ class LambdaEquitune(GroupAveraging):
     def features_and_output(
         self, call: BoundCall, acted_rows: list[Tensor], src: Tensor, adapter: Adapter
     ) -> tuple[Tensor, Any]:
+        """One forward of orbit rows: each row's λ-net score ``(R, 1)`` (float32; float64 for float64 features) and
+        the model's output.
+
+        The λ-net runs here, on each chunk's features as the forward produces them, rather than on the whole orbit's
+        features at :meth:`reweigh`: the ``(R, D)`` features are never concatenated across chunks (that copy cost
+        ~0.9 ms a chunk in inductor's code for the digits CNN at B = 64, more than the λ-net itself), and only a
+        score per row is kept until the weights are known. The λ-net is row-wise, so the result is the same.
+        """
+        features, out = self._features(call, acted_rows, src, adapter)
+        if autocast_enabled(features.device):  # the forward ran under the caller's autocast; the λ-net never does
+            with torch.autocast(features.device.type, enabled=False):
+                return self._scores(features, column=True), out
+        return self._scores(features, column=True), out
+
+    def _features(self, call: BoundCall, acted_rows: list[Tensor], src: Tensor, adapter: Adapter) -> tuple[Tensor, Any]:
+        """The per-row features ``(R, D)`` of one forward and the model's output."""
         if self.feature_model is not None:
             out = call.call(acted_rows, src)
             with torch.no_grad():
@@ -199,8 +237,15 @@ class LambdaEquitune(GroupAveraging):
             )
         return adapter.features_and_output(call, acted_rows, src)
 
-    def reweigh(self, plan: Plan, values: list[Tensor], features: Tensor | None, class_dim: int = -1) -> Reweighing:
-        assert features is not None
+    def scores(self, features: Tensor) -> Tensor:
+        """The λ-net's unconstrained scores ``z`` ``(...)`` for features ``(..., D)``, in float32 (float64 kept).
+
+        Builds the λ-net on first use, with ``D`` from ``features`` (unless ``feature_dim`` was given).
+        """
+        return self._scores(features, column=False)
+
+    def _scores(self, features: Tensor, column: bool) -> Tensor:
+        """:meth:`scores`, as ``(..., 1)`` with ``column``."""
         net = self.lambda_net
         if net is None:
             dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
@@ -210,7 +255,14 @@ class LambdaEquitune(GroupAveraging):
                 f"the λ-net was built for {self.options.feature_dim} features but the model gave "
                 f"{features.shape[-1]}; use the same base/feature model the λ-net was trained with"
             )
-        scores = float32_or_64(net(_like(features, net.mlp[-1].weight)))  # (B, k)
+        features = _like(features, net.mlp[-1].weight)
+        return float32_or_64(net.column(features) if column else net(features))
+
+    def reweigh(self, plan: Plan, values: list[Tensor], features: Tensor | None, class_dim: int = -1) -> Reweighing:
+        """The normalised weights ``(B, k)`` from the copies' λ-net scores ``features`` ``(B, k, 1)`` (what
+        :meth:`features_and_output` returned for each row; :meth:`scores` of raw features gives them)."""
+        assert features is not None
+        scores = features.squeeze(-1)  # (B, k)
         prior = _like(plan.weights, scores)
         if self.options.positive == "exp":
             # exp(z)·prior / Σ exp(z)·prior as a softmax: the max is subtracted, nothing overflows or divides by 0
