@@ -124,10 +124,12 @@ def _layer_norm_then_linear(features: Tensor, layer: nn.Linear, eps: float = 1e-
     ``((f − μ)·rstd)·Wᵀ + b = (f·Wᵀ − μ·(W·1)ᵀ)·rstd + b``: the matmul reads the features as they are, and only
     the per-row mean and variance are reduced over them. Under ``torch.compile`` (CPU inductor) the plain form
     writes the normalised features out from the model's feature map: when that map is a flattened channels-last
-    convolution output (the digits CNN), inductor recomputes the flatten with scalar loops, 14.6 ms against 4.0 ms
-    for this form (the wrapped digits CNN at B = 64, ``bench_suite.py``). The subtraction after the matmul loses
-    ~|μ|/σ more float32 rounding than the plain form (tested within 1e-4 for |μ|/σ = 10); eager calls keep the
-    plain form: two kernels instead of eight.
+    convolution output (the digits CNN), inductor recomputes the flatten with scalar loops. Compiled λ-equitune on
+    the digits CNN at B = 64 took 2.84 × the |G|-forward limit at stop 13 (plain form, features concatenated
+    across chunks) and 1.36 × with this form and per-chunk scores (``benchmarks/bench_suite.py --models digits_cnn
+    --compile on``, README "Performance suite"). The subtraction after the matmul loses ~|μ|/σ more float32
+    rounding than the plain form (tested within 1e-4 for |μ|/σ = 10); eager calls keep the plain form: two kernels
+    instead of eight.
     """
     variance, mean = torch.var_mean(features, dim=-1, unbiased=False, keepdim=True)
     centred = F.linear(features, layer.weight) - mean * layer.weight.sum(dim=1)
