@@ -123,8 +123,10 @@ def test_frame_averaging_compiles_with_breaks_in_the_plan_only() -> None:
     _compiled_matches_eager(model, clouds)
 
 
-def test_compiled_under_autocast_matches_eager_autocast(images: Tensor) -> None:
-    model = symwrap.wrap(SmallCNN().eval(), "d4")
+@pytest.mark.parametrize("method", ["group_averaging", "lambda_equitune"])
+def test_compiled_under_autocast_matches_eager_autocast(method: str, images: Tensor) -> None:
+    """λ-equitune: the λ-net (folded layer norm when compiled) runs with autocast off inside the compiled graph."""
+    model = _trained_lambda(images) if method == "lambda_equitune" else symwrap.wrap(SmallCNN().eval(), "d4")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert _breaks(model, images) == 0
         _compiled_matches_eager(model, images, backend="eager", atol=1e-6)
