@@ -216,9 +216,10 @@ class LambdaEquitune(GroupAveraging):
         the model's output.
 
         The λ-net runs here, on each chunk's features as the forward produces them, rather than on the whole orbit's
-        features at :meth:`reweigh`: the ``(R, D)`` features are never concatenated across chunks (that copy cost
-        ~0.9 ms a chunk in inductor's code for the digits CNN at B = 64, more than the λ-net itself), and only a
-        score per row is kept until the weights are known. The λ-net is row-wise, so the result is the same.
+        features at :meth:`reweigh`: the ``(R, D)`` features are never concatenated across chunks (compiled, inductor
+        wrote that concatenation of the digits CNN's channels-last feature maps with scalar loops, more work than
+        the λ-net itself), and only a score per row is kept until the weights are known. The λ-net is row-wise, so
+        the result is the same.
         """
         features, out = self._features(call, acted_rows, src, adapter)
         if autocast_enabled(features.device):  # the forward ran under the caller's autocast; the λ-net never does
