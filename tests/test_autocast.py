@@ -144,7 +144,7 @@ def test_lambda_net_runs_in_float32(images: Tensor) -> None:
         SmallCNN().eval(), "rot90", "lambda_equitune", features="features", feature_dim=8, chunk_size=None
     )
     dtypes: list[torch.dtype] = []
-    model.method.lambda_net.mlp.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    model.method.lambda_net.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(images)
     assert dtypes == [torch.float32]

@@ -119,6 +119,31 @@ def test_chunks_keep_one_score_per_copy_not_the_features(cnn: SmallCNN, images: 
     assert seen == [torch.Size([len(images), 8, 1])]
 
 
+@pytest.mark.parametrize("hidden", [(), (16,), (16, 8)])
+@pytest.mark.parametrize("training", [False, True])
+def test_lambda_net_applies_its_layers_as_the_sequential_would(hidden: tuple[int, ...], training: bool) -> None:
+    """The λ-net calls its layers' weights functionally (one module call): the same numbers as running ``mlp``,
+    dropout included in train mode (same random stream), and a hook on the λ-net sees every call."""
+    from symwrap.methods.lambda_equitune import LambdaNet
+
+    torch.manual_seed(0)
+    net = LambdaNet(12, hidden, dropout=0.5, feature_norm=True).train(training)
+    for p in net.parameters():
+        torch.nn.init.normal_(p)
+    features = torch.randn(5, 3, 12)
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    torch.manual_seed(1)
+    direct = net(features)
+    torch.manual_seed(1)
+    sequential = net.mlp(nn.functional.layer_norm(features, (12,))).squeeze(-1)
+    assert direct.shape == (5, 3) and calls == [1]
+    assert_close(direct, sequential, rtol=0, atol=0)
+    if training and hidden:
+        torch.manual_seed(2)
+        assert not torch.equal(net(features), direct), "dropout is active in train mode"
+
+
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-4), (torch.float64, 1e-10)])
 def test_folded_layer_norm_of_the_compiled_lambda_net_matches_the_plain_form(
     dtype: torch.dtype, tolerance: float

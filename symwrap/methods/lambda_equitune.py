@@ -85,16 +85,23 @@ class LambdaEquituneOptions:
 class LambdaNet(nn.Module):
     """The λ-net: an MLP from features ``(..., D)`` to one unconstrained score ``z`` ``(...)`` per copy.
 
+    ``mlp`` holds the layers (``Linear, ReLU, Dropout`` per hidden layer, then the last ``Linear``; its state-dict
+    keys are ``mlp.0.weight``, ...). :meth:`forward` applies their weights as functional calls, one module call
+    for the whole λ-net instead of one per layer (the per-layer module calls cost as much as the λ-net's arithmetic
+    on a few rows; ``benchmarks/bench_overhead.py``); hooks go on the ``LambdaNet`` itself, and a layer replaced
+    in ``mlp`` is not seen.
+
     Args:
         feature_dim: ``D``.
         hidden: Hidden layer sizes.
-        dropout: Dropout after each hidden layer.
+        dropout: Dropout after each hidden layer (train mode only).
         feature_norm: Layer-normalise the input (no parameters), so the scale of the backbone does not matter.
     """
 
     def __init__(self, feature_dim: int, hidden: tuple[int, ...], dropout: float, feature_norm: bool) -> None:
         super().__init__()
         self.feature_norm = feature_norm
+        self.dropout = dropout
         layers: list[nn.Module] = []
         size = feature_dim
         for width in hidden:
@@ -104,18 +111,28 @@ class LambdaNet(nn.Module):
         nn.init.zeros_(last.weight)  # a constant λ at the start: exactly group averaging until trained
         nn.init.zeros_(last.bias)
         self.mlp = nn.Sequential(*layers, last)
+        self._linears: list[nn.Linear] = [m for m in layers if isinstance(m, nn.Linear)] + [last]  # the same modules
+
+    @property
+    def last(self) -> nn.Linear:
+        """The output layer (``mlp[-1]``, without the ``Sequential`` lookup)."""
+        return self._linears[-1]
 
     def forward(self, features: Tensor) -> Tensor:
         """``(..., D)`` features -> ``(...)`` scores."""
-        return self.column(features).squeeze(-1)
-
-    def column(self, features: Tensor) -> Tensor:
-        """``(..., D)`` features -> ``(..., 1)`` scores (the last layer's output, not squeezed)."""
+        first, *rest = self._linears
         if not self.feature_norm:
-            return self.mlp(features)
-        if torch.compiler.is_compiling():
-            return self.mlp[1:](_layer_norm_then_linear(features, self.mlp[0]))
-        return self.mlp(F.layer_norm(features, features.shape[-1:]))
+            h = F.linear(features, first.weight, first.bias)
+        elif torch.compiler.is_compiling():
+            h = _layer_norm_then_linear(features, first)
+        else:
+            h = F.linear(F.layer_norm(features, features.shape[-1:]), first.weight, first.bias)
+        for layer in rest:
+            h = F.relu(h)
+            if self.training and self.dropout > 0:
+                h = F.dropout(h, self.dropout, training=True)
+            h = F.linear(h, layer.weight, layer.bias)
+        return h.squeeze(-1)
 
 
 def _layer_norm_then_linear(features: Tensor, layer: nn.Linear, eps: float = 1e-5) -> Tensor:
@@ -258,8 +275,8 @@ class LambdaEquitune(GroupAveraging):
                 f"the λ-net was built for {self.options.feature_dim} features but the model gave "
                 f"{features.shape[-1]}; use the same base/feature model the λ-net was trained with"
             )
-        features = _like(features, net.mlp[-1].weight)
-        return float32_or_64(net.column(features) if column else net(features))
+        scores = float32_or_64(net(_like(features, net.last.weight)))
+        return scores.unsqueeze(-1) if column else scores
 
     def reweigh(self, plan: Plan, values: list[Tensor], features: Tensor | None, class_dim: int = -1) -> Reweighing:
         """The normalised weights ``(B, k)`` from the copies' λ-net scores ``features`` ``(B, k, 1)`` (what
