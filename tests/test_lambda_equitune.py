@@ -32,21 +32,28 @@ def _randomize(method: LambdaEquitune, scale: float = 0.5) -> None:
             p.copy_(torch.randn_like(p) * scale)
 
 
-def _weights(wrapped: symwrap.SymmetrizedModel, x: torch.Tensor) -> torch.Tensor:
-    """The normalised λ weights ``(B, k)`` the method gives the copies of ``x``."""
-    captured = {}
+def _reweighings(wrapped: symwrap.SymmetrizedModel, x: torch.Tensor) -> list[tuple[torch.Size, torch.Tensor]]:
+    """Call ``wrapped(x)``; for each reweighing of the call, the shape of the per-copy features it received and
+    the normalised λ weights ``(B, k)`` it gave."""
+    calls = []
     original = wrapped.method.reweigh
 
     def spy(plan, values, features, class_dim=-1):
-        captured["w"] = original(plan, values, features, class_dim).weights
-        return original(plan, values, features, class_dim)
+        result = original(plan, values, features, class_dim)
+        calls.append((features.shape, result.weights))
+        return result
 
     wrapped.method.reweigh = spy
     try:
         wrapped(x)
     finally:
         del wrapped.method.reweigh
-    return captured["w"]
+    return calls
+
+
+def _weights(wrapped: symwrap.SymmetrizedModel, x: torch.Tensor) -> torch.Tensor:
+    """The normalised λ weights ``(B, k)`` the method gives the copies of ``x``."""
+    return _reweighings(wrapped, x)[-1][1]
 
 
 @pytest.mark.parametrize("positive", ["softplus", "exp"])
@@ -104,19 +111,7 @@ def test_chunks_keep_one_score_per_copy_not_the_features(cnn: SmallCNN, images: 
     wrapped = symwrap.wrap(cnn, "d4", "lambda_equitune", features="features", chunk_size=5).eval()
     wrapped(images)
     _randomize(wrapped.method)
-    seen = []
-    original = wrapped.method.reweigh
-
-    def spy(plan, values, features, class_dim=-1):
-        seen.append(features.shape)
-        return original(plan, values, features, class_dim)
-
-    wrapped.method.reweigh = spy
-    try:
-        wrapped(images)
-    finally:
-        del wrapped.method.reweigh
-    assert seen == [torch.Size([len(images), 8, 1])]
+    assert [shape for shape, _ in _reweighings(wrapped, images)] == [torch.Size([len(images), 8, 1])]
 
 
 @pytest.mark.parametrize("hidden", [(), (16,), (16, 8)])
