@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["AutocastState", "at_least_float32", "autocast_enabled", "float32_or_64"]
+__all__ = ["AutocastState", "as_dtype", "at_least_float32", "autocast_enabled", "float32_or_64"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,8 @@ def float32_or_64(value: Tensor) -> Tensor:
     if value.dtype is torch.float32 or value.dtype is torch.float64:
         return value
     return value.float()
+
+
+def as_dtype(value: Tensor, dtype: torch.dtype) -> Tensor:
+    """``value`` in ``dtype``; no dispatch when it already is (this runs on every call)."""
+    return value if value.dtype == dtype else value.to(dtype)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from symwrap.adapters.base import Adapter, BoundCall
-from symwrap.autocast import AutocastState, autocast_enabled
+from symwrap.autocast import AutocastState, as_dtype, autocast_enabled
 from symwrap.methods.base import Method, Plan
 from symwrap.reduce import combine_reweighed, reduce_whole_orbit
 
@@ -175,12 +175,7 @@ class FastPath:
             return combine_reweighed([y], reweighing, self.reduce, self.class_dim)[0]
         # reduce_whole_orbit's logits sum, with a static plan's (B, 1, k) weights made once: ~10 µs a call less
         if self.reduce == "logits" and y.dtype == self.dtype and self.copies > 1:
-            weights = self.weights if plan is self.plan else _as(plan.weights, self.dtype).unsqueeze(1)
+            weights = self.weights if plan is self.plan else as_dtype(plan.weights, self.dtype).unsqueeze(1)
             summed = torch.bmm(weights, y.reshape(self.batch, self.copies, -1))
             return summed.reshape(self.batch, *y.shape[1:])
         return reduce_whole_orbit([y], plan.weights, self.reduce, self.class_dim)[0]
-
-
-def _as(x: Tensor, dtype: torch.dtype) -> Tensor:
-    """``x`` in ``dtype``, without a dispatch when it already is."""
-    return x if x.dtype == dtype else x.to(dtype)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 from symwrap.actions.base import Action
+from symwrap.autocast import as_dtype
 
 if TYPE_CHECKING:
     from symwrap.groups.base import Group
@@ -53,7 +54,7 @@ class PointCloudAction(Action):
 
     def apply(self, x: Tensor, src: Tensor, elements: Tensor, group: Group) -> Tensor:
         d, translated = _space_dim(group)
-        codes = elements if elements.dtype == x.dtype else elements.to(x.dtype)
+        codes = as_dtype(elements, x.dtype)
         rot = codes[:, :d, :d]
         rows = x.index_select(0, src)
         flat = rows.reshape(rows.shape[0], -1, d)

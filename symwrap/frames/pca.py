@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from symwrap.autocast import as_dtype
 from symwrap.frames.base import DEGENERATE_MODES, DegenerateFrameWarning, DegenerateInputError, frame_weights
 from symwrap.groups.matrix import haar_orthogonal
 
@@ -184,9 +185,7 @@ class PCAFrame:
         skew = cubes.sum(dim=1)
         # |a|³ = |a³| exactly (a float product only changes sign with its factors): one pass fewer over the points
         scale = cubes.abs().sum(dim=1).clamp_min(torch.finfo(x.dtype).tiny)
-        signs = torch.where(skew >= 0, 1.0, -1.0)
-        if signs.dtype != x.dtype:
-            signs = signs.to(x.dtype)
+        signs = as_dtype(torch.where(skew >= 0, 1.0, -1.0), x.dtype)
         weak = skew.abs() < self.gap * scale  # a third moment below gap relative to Σ|a|³
         if self.special:
             signs[:, -1] = torch.linalg.det(v).sign() * signs[:, :-1].prod(dim=1)
