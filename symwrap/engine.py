@@ -136,7 +136,7 @@ class OrbitEngine:
         if isinstance(self.chunk_size, int):
             return min(self.chunk_size, rows)
         flat = plan.flat_elements()
-        src = self._row_map(batch, copies, flat.device)[0]
+        src = self.row_map(batch, copies, flat.device)[0]
 
         def measure(start: int, stop: int) -> None:
             rows_src = src[start:stop]
@@ -163,7 +163,7 @@ class OrbitEngine:
         per_chunk = self._rows_per_chunk(call, group, action, plan)
         device = call.acted[0].device
         flat = plan.flat_elements()
-        src_all, slot_all = self._row_map(batch, copies, device)
+        src_all, slot_all = self.row_map(batch, copies, device)
         # Several chunks of a small input: move every row with one action call and slice it per chunk, instead of
         # one action call per chunk (each is a few kernels of fixed cost: ~0.1 ms a chunk on a CPU).
         moved = self._moved_at_once(call, group, action, src_all, flat, per_chunk)
@@ -233,8 +233,10 @@ class OrbitEngine:
         )
         return smaller
 
-    def _row_map(self, batch: int, copies: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        """``src`` (input row) and ``slot`` (orbit slot) of each of the ``batch·copies`` rows, cached per size."""
+    # ------------------------------------------------------------------ public
+    def row_map(self, batch: int, copies: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``src`` (input row) and ``slot`` (orbit slot) of each of the ``batch·copies`` rows, row ``r = b·k + j``
+        (the order of every orbit this engine runs), cached per size."""
         key = (batch, copies, device)
         found = self._row_maps.get(key)
         if found is None:
@@ -242,7 +244,6 @@ class OrbitEngine:
             found = keep_newest(self._row_maps, key, (src, torch.arange(copies, device=device).repeat(batch)), 16)
         return found
 
-    # ------------------------------------------------------------------ public
     def run(
         self,
         call: BoundCall,

@@ -324,7 +324,7 @@ class SymmetrizedModel(nn.Module):
         fast = None
         if eligible:
             batch, copies = plan.elements.shape[:2]
-            src = torch.arange(batch, device=key[2]).repeat_interleave(copies)  # the engine's row order b·k + j
+            src = self.engine.row_map(batch, copies, key[2])[0]
             action, config = self.input_action, self.config
             if planned:
 
