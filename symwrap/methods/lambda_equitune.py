@@ -241,8 +241,8 @@ class LambdaEquitune(GroupAveraging):
         features, out = self._features(call, acted_rows, src, adapter)
         if autocast_enabled(features.device):  # the forward ran under the caller's autocast; the λ-net never does
             with torch.autocast(features.device.type, enabled=False):
-                return self._scores(features, column=True), out
-        return self._scores(features, column=True), out
+                return self.scores(features).unsqueeze(-1), out
+        return self.scores(features).unsqueeze(-1), out
 
     def _features(self, call: BoundCall, acted_rows: list[Tensor], src: Tensor, adapter: Adapter) -> tuple[Tensor, Any]:
         """The per-row features ``(R, D)`` of one forward and the model's output."""
@@ -262,10 +262,6 @@ class LambdaEquitune(GroupAveraging):
 
         Builds the λ-net on first use, with ``D`` from ``features`` (unless ``feature_dim`` was given).
         """
-        return self._scores(features, column=False)
-
-    def _scores(self, features: Tensor, column: bool) -> Tensor:
-        """:meth:`scores`, as ``(..., 1)`` with ``column``."""
         net = self.lambda_net
         if net is None:
             dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
@@ -275,8 +271,7 @@ class LambdaEquitune(GroupAveraging):
                 f"the λ-net was built for {self.options.feature_dim} features but the model gave "
                 f"{features.shape[-1]}; use the same base/feature model the λ-net was trained with"
             )
-        scores = float32_or_64(net(_like(features, net.last.weight)))
-        return scores.unsqueeze(-1) if column else scores
+        return float32_or_64(net(_like(features, net.last.weight)))
 
     def reweigh(self, plan: Plan, values: list[Tensor], features: Tensor | None, class_dim: int = -1) -> Reweighing:
         """The normalised weights ``(B, k)`` from the copies' λ-net scores ``features`` ``(B, k, 1)`` (what
