@@ -76,6 +76,7 @@ def check(
     samples: int = 8,
     seed: int = 0,
     chunk_size: int | None = None,
+    group_options: dict[str, Any] | None = None,
 ) -> CheckResult:
     """Measure the invariance (or equivariance) error of ``model`` for every element of ``group``.
 
@@ -88,6 +89,8 @@ def check(
         action, adapter, input, select: As in :func:`symwrap.wrap`.
         samples, seed: Sampled elements of continuous groups.
         chunk_size: Rows per forward (``None``: all copies at once).
+        group_options: Options of a group given by name, as in :func:`symwrap.wrap` (``{"stride": 16}`` for
+            ``"shift"``); not allowed with a Group object.
 
     Returns:
         A :class:`CheckResult`; ``result.max_error`` is the headline number.
@@ -95,7 +98,7 @@ def check(
     args, kwargs = _as_call(inputs)
     the_adapter = get_adapter(model, adapter, input=input, select=select)
     call = the_adapter.bind(args, kwargs)
-    the_group = get_group(group)
+    the_group = get_group(group, **(group_options or {}))
     input_action = get_action(action, the_group)
     the_group = the_group.for_input(tuple(call.acted[0].shape), input_action)
     for x in call.acted:

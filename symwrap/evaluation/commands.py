@@ -21,8 +21,23 @@ def _report_errors(command: str, function: object) -> object:
         except SymwrapError as exc:
             print(f"symwrap {command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(_interrupted(command, args), file=sys.stderr)
+            return 130  # the shell's status for a run ended by SIGINT
 
     return run
+
+
+def _interrupted(command: str, args: argparse.Namespace) -> str:
+    """The one line printed on Ctrl-C (no traceback)."""
+    if command == "eval":
+        from symwrap.evaluation.state import PROGRESS_FILE
+
+        return (
+            f"symwrap eval: interrupted; the batches counted so far are saved in "
+            f"{args.output_dir}/{PROGRESS_FILE}: run the same command with --resume to go on from there"
+        )
+    return f"symwrap {command}: interrupted"
 
 
 def _common_model_options(parser: argparse.ArgumentParser) -> None:

@@ -21,19 +21,32 @@ from symwrap.evaluation.loading import LoadedModel
 from symwrap.groups.base import Group
 from symwrap.plugins import get_registry
 
-__all__ = ["DEFAULT_METHODS", "PLAIN", "EvalMethod", "build_methods", "parse_methods"]
+__all__ = ["DEFAULT_METHODS", "PLAIN", "SHIPPED", "SHIPPED_DIR", "EvalMethod", "build_methods", "parse_methods"]
 
 PLAIN = "plain"
 
 #: Compared by default, in this order, when registered and applicable to the group (one line per method).
-#: Methods with learned parts (``lambda_equitune``, ``canonicalization`` with a learned canonicalizer) are not
-#: defaults: untrained, their accuracy means nothing; select a trained one with ``--methods NAME=DIR``.
+#: Methods with learned parts (``lambda_equitune``, ``canonicalization`` with a learned canonicalizer) join the
+#: defaults only where trained weights ship for the model and group (:data:`SHIPPED`): untrained, their accuracy
+#: means nothing; select other trained ones with ``--methods NAME=DIR``.
 DEFAULT_METHODS = (
     PLAIN,
     "group_averaging",
     "equizero",
     "frame_averaging",
 )
+
+#: Where the trained methods shipped in the package live (``save_pretrained`` folders written by
+#: ``examples/train_digits_methods.py``, trained on the digits ``"train"`` split only).
+SHIPPED_DIR = Path(__file__).with_name("trained")
+
+#: ``(model spec, group) -> {method: save_pretrained folder}``: trained methods compared by default.
+SHIPPED = {
+    ("digits", "rot90"): {
+        "lambda_equitune": SHIPPED_DIR / "digits-rot90-lambda_equitune",
+        "canonicalization": SHIPPED_DIR / "digits-rot90-canonicalization",
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -51,10 +64,20 @@ class EvalMethod:
         return self.name if self.directory is None else f"{self.name}={self.directory}"
 
 
-def parse_methods(text: str | None) -> tuple[list[EvalMethod], bool]:
-    """``"plain,group_averaging,lambda_equitune=runs/lam"`` -> methods; ``None`` -> the defaults (``True``)."""
+def parse_methods(
+    text: str | None, *, model: str | None = None, group: str | None = None, pretrained: str | None = None
+) -> tuple[list[EvalMethod], bool]:
+    """``"plain,group_averaging,lambda_equitune=runs/lam"`` -> methods; ``None`` -> the defaults (``True``).
+
+    The defaults are :data:`DEFAULT_METHODS` plus the trained methods of :data:`SHIPPED` for ``(model, group)``
+    when the model runs with its shipped weights (``pretrained`` not given).
+    """
     if text is None:
-        return [EvalMethod(name) for name in DEFAULT_METHODS], True
+        methods = [EvalMethod(name) for name in DEFAULT_METHODS]
+        if pretrained is None:
+            shipped = SHIPPED.get((str(model), str(group)), {})
+            methods += [EvalMethod(name, str(folder)) for name, folder in shipped.items() if folder.is_dir()]
+        return methods, True
     methods = []
     for token in (t.strip() for t in text.split(",")):
         if not token:
@@ -101,7 +124,37 @@ def build_one(
         return model.eval()
     get_registry("method").lookup(method.name)  # UnknownNameError lists the registered methods
     options = {"chunk_size": chunk_size, "max_memory": max_memory, **loaded.wrap_options}
-    return symwrap.wrap(loaded.model, group, method.name, **options).eval()
+    if method.name in LEARNED_METHODS:
+        raise _needs_training(method.name)
+    try:
+        model = symwrap.wrap(loaded.model, group, method.name, **options).eval()
+    except SymwrapError as exc:
+        if method.name in LEARNED_WHEN_IMAGES:
+            raise _needs_training(method.name) from exc
+        raise
+    if any(True for _ in model.method.parameters()):  # untrained learned parts (a learned canonicalizer)
+        raise _needs_training(method.name)
+    return model
+
+
+#: Methods that always have learned parts: from the command line they are given as ``NAME=DIR``.
+LEARNED_METHODS = frozenset({"lambda_equitune"})
+#: Methods whose image variant is learned (a learned canonicalizer); analytic variants (frames of point clouds)
+#: need no folder.
+LEARNED_WHEN_IMAGES = frozenset({"canonicalization"})
+
+
+def _needs_training(name: str) -> ConfigError:
+    shipped = ", ".join(
+        f"--methods {n}={d}" for (m, g), folders in SHIPPED.items() for n, d in folders.items() if n == name
+    )
+    return ConfigError(
+        f"--methods {name}: this method has learned parts, and untrained they give meaningless accuracies. "
+        f"Give a trained one as --methods {name}=DIR, where DIR is a folder written by save_pretrained "
+        "(examples/train_digits_methods.py trains and saves one for the digits)"
+        + (f"; the one shipped for `symwrap eval` on digits with rot90: {shipped}" if shipped else "")
+        + "."
+    )
 
 
 def build_methods(

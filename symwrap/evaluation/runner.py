@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from symwrap.errors import ConfigError
+from symwrap.errors import ConfigError, InputLayoutError
 from symwrap.evaluation.corruptions import Corruption, build_corruptions
 from symwrap.evaluation.data import DefaultPreprocess, EvalData, collate, open_data
 from symwrap.evaluation.distributed import DistributedContext, ShardSampler, init_distributed, steps_per_rank
@@ -262,7 +262,9 @@ def _run(config: EvalConfig, ctx: DistributedContext, symwrap: Any) -> dict[str,
     max_memory = _max_memory(config.max_memory, chunk_size)
     class_names = _parse_list(config.class_names, "--class-names")
     templates = _parse_list(config.templates, "--templates")
-    methods, defaults = parse_methods(config.methods)
+    methods, defaults = parse_methods(
+        config.methods, model=config.model, group=config.group, pretrained=config.pretrained
+    )
     data = open_data(
         config.data,
         split=config.split,
@@ -284,6 +286,7 @@ def _run(config: EvalConfig, ctx: DistributedContext, symwrap: Any) -> dict[str,
     probe = _probe(data, config.probe_size)
     if probe is not None:  # groups sized by the data (shift, perm) are resolved for the input shape
         group = group.for_input(tuple(probe.shape), action)
+    _check_fits(loaded, probe, config, data, device)
     size = min(len(data), config.limit) if config.limit else len(data)
     corruptions = build_corruptions(group, size, seed=config.seed, samples=config.samples)
     models, skipped_methods = build_methods(
@@ -304,7 +307,8 @@ def _run(config: EvalConfig, ctx: DistributedContext, symwrap: Any) -> dict[str,
         start_step = int(ctx.all_reduce_sum(step_tensor)[0])  # rank 0 holds the step, the others add 0
         if saved and ctx.is_main:
             counts = torch.tensor(saved[1], dtype=torch.int64)
-            logger.info("resuming after batch %d", start_step)
+        if ctx.is_main:
+            _say_resume(output_dir, start_step, steps_per_rank(size, ctx.world_size, config.batch_size))
     total_steps = steps_per_rank(size, ctx.world_size, config.batch_size)
 
     errors = _invariance_errors(models, loaded, group, probe, config, device)
@@ -337,6 +341,8 @@ def _run(config: EvalConfig, ctx: DistributedContext, symwrap: Any) -> dict[str,
     if not ctx.is_main:
         return None
     results = _results(config, ctx, data, size, labels, corruptions, totals, errors, skipped_methods)
+    results["trained"] = {m.label: m.directory for m in methods if m.directory and m.label in labels}
+    results["group_exact"] = bool(group.exact)
     results["seconds"] = {
         "total": time.perf_counter() - started,
         "per_method": dict(zip(labels, timing.tolist())),
@@ -347,6 +353,40 @@ def _run(config: EvalConfig, ctx: DistributedContext, symwrap: Any) -> dict[str,
         write_plot(output_dir / "accuracy.png", results)
     _print_report(results, output_dir, config)
     return results
+
+
+def _check_fits(loaded: LoadedModel, probe: Tensor | None, config: EvalConfig, data: EvalData, device) -> None:
+    """Run the plain model on one image before the run, so data the model cannot take fails in a second."""
+    if probe is None:
+        return
+    image = probe[:1].to(device)
+    try:
+        with torch.no_grad(), autocast(config.precision, device):
+            _call(loaded.model, image, loaded)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        channels, height, width = (*image.shape[1:], None, None, None)[:3]
+        raise InputLayoutError(
+            f"model {config.model!r} does not take the images of {data.description}: one image of shape "
+            f"{tuple(image.shape)} (channels {channels}, size {height}×{width}) failed with: {reason}. Give data "
+            "that fits the model (--data, --image-mode RGB|L for the channels), a model made for this data, or a "
+            "model spec whose loader brings its own preprocessing."
+        ) from exc
+
+
+def _say_resume(output_dir: Path, start_step: int, total_steps: int) -> None:
+    """``--resume``: one line saying what is resumed, or that nothing is."""
+    from symwrap.evaluation.state import PROGRESS_FILE
+
+    checkpoint = output_dir / PROGRESS_FILE
+    if start_step:
+        done = "all batches already counted" if start_step >= total_steps else f"going on with batch {start_step + 1}"
+        print(
+            f"symwrap eval: resuming after batch {start_step} of {total_steps} from {checkpoint} ({done})",
+            file=sys.stderr,
+        )
+    else:
+        print(f"symwrap eval: --resume: no checkpoint at {checkpoint}; starting from the first batch", file=sys.stderr)
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:
@@ -430,7 +470,9 @@ def _results(
 
 def _print_report(results: dict[str, Any], output_dir: Path, config: EvalConfig) -> None:
     print(
-        f"symwrap eval: model {config.model}, {results['data']}, group {config.group}, seed {config.seed}, "
+        f"symwrap eval: model {config.model}, {results['data']}, group {config.group}"
+        + ("" if results.get("group_exact", True) else " (approximate)")
+        + f", seed {config.seed}, "
         f"{results['evaluated']} images"
         + (f" ({results['skipped_unreadable']} unreadable files skipped)" if results["skipped_unreadable"] else "")
     )

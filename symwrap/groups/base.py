@@ -78,8 +78,12 @@ class Group(ABC):
         return self
 
     def __repr__(self) -> str:
-        order = self.order()
-        size = f"order={order}" if order is not None else "continuous"
+        try:
+            order = self.order()
+        except RuntimeError:  # groups sized by their input (shift, perm) before for_input()
+            size = "order=sized by the input"
+        else:
+            size = f"order={order}" if order is not None else "continuous"
         exact = "" if self.exact else ", exact=False"
         return f"{type(self).__name__}(name={self.name!r}, {size}{exact})"
 

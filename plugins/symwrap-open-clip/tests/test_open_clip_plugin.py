@@ -122,7 +122,7 @@ def test_loader_builds_a_zero_shot_classifier_offline() -> None:
     loader = symwrap.get_registry("model_loader").lookup("open_clip")[0].factory
     assert loader is load_open_clip
     loaded = loader(
-        "ViT-B-32@openai",
+        "ViT-B-32",
         pretrained=False,
         class_names=CLASSES[:2],
         templates=TEMPLATES,

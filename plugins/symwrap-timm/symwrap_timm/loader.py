@@ -6,21 +6,26 @@ from pathlib import Path
 from typing import Any
 
 from symwrap.errors import ConfigError
-from symwrap.evaluation.loading import LoadedModel
+from symwrap.evaluation.loading import LoadedModel, UnknownBackboneError, load_from_hub
 
 __all__ = ["load_timm"]
 
 
-def load_timm(name: str, *, pretrained: bool | str | None = False, device: str = "cpu", **options: Any) -> LoadedModel:
+def load_timm(name: str, *, pretrained: bool | str | None = None, device: str = "cpu", **options: Any) -> LoadedModel:
     """Create a timm model and its evaluation transform.
 
     Args:
-        name: A timm model name (``"resnet50"``, ``"vit_base_patch16_224.augreg_in21k"``).
-        pretrained: ``False``/``None``: random init (offline). ``True``: timm's default published weights
-            (downloaded from the Hugging Face hub the first time). A tag (``"a1_in1k"``): those weights
-            (``NAME.TAG``). A path to a local ``.safetensors``/``.pth`` checkpoint of this architecture (all
-            weights, head included): loaded offline through ``timm.create_model(..., checkpoint_path=path)``,
-            which reads safetensors or ``torch.load(weights_only=True)``, never an arbitrary pickle.
+        name: A timm model name (``"resnet50"``, ``"vit_base_patch16_224.augreg_in21k"``); ``NAME@TAG`` means
+            the published weights ``NAME.TAG`` (refused with ``pretrained=False``). An unknown name raises
+            :class:`~symwrap.evaluation.loading.UnknownBackboneError` with close matches from ``timm.list_models()``.
+        pretrained: ``False``/``None``: random init (offline), except that ``None`` with a tagged name loads
+            the tagged weights. ``True``: timm's default published weights
+            (downloaded from the Hugging Face hub the first time; without a network, the local cache or a
+            :class:`~symwrap.evaluation.loading.HubUnreachableError` within seconds). A tag (``"a1_in1k"``):
+            those weights (``NAME.TAG``). A path to a local ``.safetensors``/``.pth`` checkpoint of this
+            architecture (all weights, head included): loaded offline through
+            ``timm.create_model(..., checkpoint_path=path)``, which reads safetensors or
+            ``torch.load(weights_only=True)``, never an arbitrary pickle.
         device: Where to put the model.
         **options: Passed to ``timm.create_model`` (``num_classes=10``, ``img_size=...``).
 
@@ -32,6 +37,19 @@ def load_timm(name: str, *, pretrained: bool | str | None = False, device: str =
     from timm.data import ImageNetInfo, create_transform, infer_imagenet_subset, resolve_data_config
 
     kwargs = dict(options)
+    name, at, tag = name.partition("@")  # timm:resnet18@a1_in1k means those published weights (resnet18.a1_in1k)
+    if at:
+        if pretrained is False:
+            raise ConfigError(
+                f"timm:{name}@{tag} names published weights, but --pretrained false asks for a random init; "
+                f"write timm:{name} for a random init, or drop --pretrained false"
+            )
+        if not tag:
+            raise ConfigError(f"timm:{name}@: give a weights tag after '@' (timm.list_pretrained({name + '*'!r}))")
+        name, pretrained = f"{name}.{tag}", True
+    _check_name(name)
+    if "." in name and pretrained is None:  # NAME.TAG names published weights: never a silent random init
+        pretrained = True
     use_weights = bool(pretrained)
     if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
         path = Path(pretrained)
@@ -43,7 +61,12 @@ def load_timm(name: str, *, pretrained: bool | str | None = False, device: str =
             use_weights = False
         else:
             name = f"{name}.{pretrained}"
-    model = timm.create_model(name, pretrained=use_weights, **kwargs).eval().to(device)
+    if use_weights:
+        spec = f"timm:{name}"
+        model = load_from_hub(spec, lambda: timm.create_model(name, pretrained=True, **kwargs))
+    else:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    model = model.eval().to(device)
     config = resolve_data_config(model=model)
     subset = infer_imagenet_subset(model)
     class_names = ImageNetInfo(subset).label_descriptions() if subset else None
@@ -53,3 +76,19 @@ def load_timm(name: str, *, pretrained: bool | str | None = False, device: str =
         input_size=(int(config["input_size"][1]), int(config["input_size"][2])),
         class_names=class_names,
     )
+
+
+def _check_name(name: str) -> None:
+    """An unknown architecture or weights tag fails here, with close matches from timm's own lists."""
+    import timm
+
+    arch, _, tag = name.partition(".")
+    if not timm.is_model(arch):
+        raise UnknownBackboneError(
+            "timm model", arch, timm.list_models(), "timm.list_models('PATTERN*') lists the architectures."
+        )
+    if tag and name not in timm.list_pretrained(f"{arch}.*"):
+        tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{arch}.*")]
+        raise UnknownBackboneError(
+            "weights tag", tag, tags, f"timm model {arch!r} has these published weights: {', '.join(tags) or 'none'}."
+        )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from symwrap.evaluation.loading import LoadedModel
+from symwrap.errors import ConfigError
+from symwrap.evaluation.loading import LoadedModel, load_from_hub
 
 __all__ = ["load_hf"]
 
@@ -19,7 +20,8 @@ def load_hf(name: str, *, pretrained: bool | str | None = None, device: str = "c
         pretrained: ``True``: the weights in ``name`` (``from_pretrained``). ``False``: random init from
             ``name``'s config (offline for a local folder). ``None`` (the default): the weights of a local folder
             (``hf:./my-vit`` evaluates ``./my-vit``), random init for a hub name (nothing downloaded unless asked).
-            A string: a hub revision (branch, tag or commit).
+            A string: a hub revision (branch, tag or commit). Without a network, a hub name loads from the local
+            cache or raises :class:`~symwrap.evaluation.loading.HubUnreachableError` within seconds.
         device: Where to put the model.
         **options: Passed to ``from_pretrained`` / the config (``num_labels=10``).
 
@@ -29,16 +31,25 @@ def load_hf(name: str, *, pretrained: bool | str | None = None, device: str = "c
     """
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
+    local = Path(name).is_dir()
+    if not local and (name.startswith((".", "/", "~")) or Path(name).exists()):
+        raise ConfigError(
+            f"hf:{name}: no folder {name!r}. Give a folder written by save_pretrained, or a hub name (org/model)."
+        )
     if pretrained is None:  # a local save_pretrained folder is evaluated with its own weights, not re-initialised
-        pretrained = Path(name).is_dir()
+        pretrained = local
     revision = {"revision": pretrained} if isinstance(pretrained, str) else {}
-    if pretrained:
-        model = AutoModelForImageClassification.from_pretrained(name, **revision, **options)
-    else:
-        config = AutoConfig.from_pretrained(name, **options)
-        model = AutoModelForImageClassification.from_config(config)
+
+    def load() -> tuple[Any, Any]:
+        if pretrained:
+            model = AutoModelForImageClassification.from_pretrained(name, **revision, **options)
+        else:
+            config = AutoConfig.from_pretrained(name, **options)
+            model = AutoModelForImageClassification.from_config(config)
+        return model, AutoImageProcessor.from_pretrained(name, **revision)
+
+    model, processor = load() if local else load_from_hub(f"hf:{name}", load)
     model = model.eval().to(device)
-    processor = AutoImageProcessor.from_pretrained(name, **revision)
 
     def preprocess(image: Any) -> Any:
         return processor(images=image, return_tensors="pt")["pixel_values"][0]
