@@ -86,8 +86,12 @@ def check(
         inputs: A tensor ``(B, ...)``, a tuple of positional arguments, or a dict of keyword arguments.
         output: ``"invariant"`` compares ``f(g·x)`` with ``f(x)``; ``"equivariant"`` compares
             ``g⁻¹·f(g·x)`` with ``f(x)`` (the same as ``f(g·x)`` vs ``g·f(x)`` for these isometric actions).
-        action, adapter, input, select: As in :func:`symwrap.wrap`.
-        samples, seed: Sampled elements of continuous groups.
+        action: The input action, as in :func:`symwrap.wrap` (default: the group's).
+        adapter: The adapter, as in :func:`symwrap.wrap` (default: chosen by the model).
+        input: The argument the group acts on, as in :func:`symwrap.wrap`.
+        select: The output leaves compared, as in :func:`symwrap.wrap`.
+        samples: Number of sampled elements of a continuous group.
+        seed: Seed of those samples.
         chunk_size: Rows per forward (``None``: all copies at once).
         group_options: Options of a group given by name, as in :func:`symwrap.wrap` (``{"stride": 16}`` for
             ``"shift"``); not allowed with a Group object.
