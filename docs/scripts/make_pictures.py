@@ -56,7 +56,7 @@ def element_label(code: torch.Tensor, index: int) -> str:
         det = float(torch.linalg.det(code.double()))
         rotation = code.double() @ torch.diag(torch.tensor([1.0, det], dtype=torch.float64))
         angle = round(math.degrees(math.atan2(float(rotation[1, 0]), float(rotation[0, 0])))) % 360
-        return f"{angle}°" + (" + mirror" if det < 0 else "")
+        return f"mirror, then {angle}°" if det < 0 else f"{angle}°"
     if code.shape == (2,):
         return f"shift {tuple(int(v) for v in code)}"
     return f"element {index}"

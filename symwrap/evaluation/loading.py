@@ -4,6 +4,10 @@ Loaders are registered by plugins through the ``symwrap_register_model_loaders``
 ``register("timm", loader)``; the spec ``timm:resnet50`` then calls
 ``loader("resnet50", pretrained=False, device="cpu")``. Heavy imports stay inside the plugin that registers
 the loader, so the core never imports timm, transformers or open_clip.
+
+Loaders share two helpers for clear failures: :class:`UnknownBackboneError` (an unknown model name, with close
+matches from the library's own list) and :func:`load_from_hub` (without a network, read only the local cache and
+fail within seconds with a :class:`HubUnreachableError` that says how to give a local copy).
 """
 
 from __future__ import annotations

@@ -111,10 +111,9 @@ def build_one(
                 f"--methods {method.spec()}: folder {str(directory)!r} does not exist. Give the folder written by "
                 "SymmetrizedModel.save_pretrained(DIR)."
             )
-        from_pretrained = getattr(symwrap.SymmetrizedModel, "from_pretrained", None)
-        if from_pretrained is None:
-            raise ConfigError(f"--methods {method.spec()}: this symwrap has no SymmetrizedModel.from_pretrained yet")
-        model = from_pretrained(loaded.model, str(directory), **({"max_memory": max_memory} if max_memory else {}))
+        model = symwrap.SymmetrizedModel.from_pretrained(
+            loaded.model, str(directory), **({"max_memory": max_memory} if max_memory else {})
+        )
         expected = get_registry("method").lookup(method.name)[0].factory  # aliases resolve to the same class
         if type(model.method) is not expected and model.method.name != method.name:
             raise ConfigError(
