@@ -79,7 +79,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         "--methods",
         default=None,
         help="comma-separated: plain, group_averaging, equizero, ..., NAME=DIR for a save_pretrained folder "
-        "(default: plain and every registered method that applies)",
+        "(default: plain, every registered zero-shot method that applies, and the trained methods shipped for "
+        "the model and group: lambda_equitune and canonicalization for digits with rot90)",
     )
     add("--limit", type=int, default=None, help="evaluate only the first N images")
     add("--batch-size", type=int, default=defaults.batch_size)
