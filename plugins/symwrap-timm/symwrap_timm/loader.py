@@ -37,7 +37,10 @@ def load_timm(name: str, *, pretrained: bool | str | None = None, device: str = 
     from timm.data import ImageNetInfo, create_transform, infer_imagenet_subset, resolve_data_config
 
     kwargs = dict(options)
-    name, at, tag = name.partition("@")  # timm:resnet18@a1_in1k means those published weights (resnet18.a1_in1k)
+    scheme = name.partition(":")[0] if ":" in name else ""  # timm's own local-dir:PATH and hf-hub:ORG/NAME
+    at, tag = "", ""
+    if not scheme:  # timm:resnet18@a1_in1k means those published weights (resnet18.a1_in1k)
+        name, at, tag = name.partition("@")
     if at:
         if pretrained is False:
             raise ConfigError(
@@ -47,9 +50,10 @@ def load_timm(name: str, *, pretrained: bool | str | None = None, device: str = 
         if not tag:
             raise ConfigError(f"timm:{name}@: give a weights tag after '@' (timm.list_pretrained({name + '*'!r}))")
         name, pretrained = f"{name}.{tag}", True
-    _check_name(name)
-    if "." in name and pretrained is None:  # NAME.TAG names published weights: never a silent random init
-        pretrained = True
+    if not scheme:
+        _check_name(name)
+    if not scheme and "." in name and pretrained is None:
+        pretrained = True  # NAME.TAG names published weights: never a silent random init
     use_weights = bool(pretrained)
     if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
         path = Path(pretrained)
@@ -61,9 +65,9 @@ def load_timm(name: str, *, pretrained: bool | str | None = None, device: str = 
             use_weights = False
         else:
             name = f"{name}.{pretrained}"
-    if use_weights:
+    if (use_weights and scheme != "local-dir") or scheme in {"hf-hub", "hf_hub"}:
         spec = f"timm:{name}"
-        model = load_from_hub(spec, lambda: timm.create_model(name, pretrained=True, **kwargs))
+        model = load_from_hub(spec, lambda: timm.create_model(name, pretrained=use_weights, **kwargs))
     else:
         model = timm.create_model(name, pretrained=False, **kwargs)
     model = model.eval().to(device)
