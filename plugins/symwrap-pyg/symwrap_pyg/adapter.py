@@ -1,4 +1,4 @@
-"""The ``pyg`` adapter: graph models called with a PyTorch Geometric ``Data``/``Batch`` (or ``pos``, ``batch`` tensors)."""
+"""The ``pyg`` adapter: graph models called with a PyTorch Geometric ``Data``/``Batch`` or position tensors."""
 
 from __future__ import annotations
 

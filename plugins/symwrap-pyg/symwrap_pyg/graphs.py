@@ -110,8 +110,9 @@ class GraphCall:
                 )
             self.pos = data[pos_key]
             self.what = f"data.{pos_key}"
-            batch = getattr(data, "batch", None)
-            num_graphs = int(getattr(data, "num_graphs", 1) or 1) if batch is not None else 1
+            batch = data.get("batch", None)
+            # a Batch knows its graphs (trailing empty ones too); a Data with a batch vector counts them from it
+            num_graphs = int(data.num_graphs) if batch is not None and hasattr(type(data), "num_graphs") else None
             self.named = {}
         else:
             self.data = None

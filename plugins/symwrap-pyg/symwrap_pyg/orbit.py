@@ -220,7 +220,8 @@ def _choose(
             )
         if kind != "invariant" and leaf.shape[-1] != d:
             raise InputLayoutError(
-                f"output {name!r} has shape {tuple(leaf.shape)} per call but is pulled back as {kind} of the "
+                f"output {name!r} has shape {tuple(leaf.shape)} for the copies of this call but is pulled back as "
+                f"{kind} of the "
                 f"{d}-D group, which needs a last axis of {d} coordinates. Declare each output's kind, e.g. "
                 "select={'energy': 'invariant', 'forces': 'vectors', 'pos': 'points'}."
             )
