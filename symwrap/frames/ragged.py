@@ -377,13 +377,18 @@ class RaggedPCAFrame:
 
     def _handle(self, degenerate: Tensor, p: RaggedPCA, what: str) -> None:
         index = degenerate.nonzero().flatten().tolist()
-        gaps = p.relative_gaps()[degenerate].amin().item() if p.eigenvalues.shape[1] > 1 else 0.0
         shown = ", ".join(map(str, index[:8])) + (", ..." if len(index) > 8 else "")
-        detail = (
-            f"{len(index)} graph(s) of the batch (index {shown}) have a degenerate {what}: near-equal covariance "
-            f"eigenvalues (smallest relative gap {gaps:.2e} < gap={self.gap:g}: a linear, planar-symmetric or "
-            "symmetric-top molecule) or, for a canonical pose, a near-zero third moment"
-        )
+        tied = p.tied(self.gap)[degenerate].any(dim=1)
+        reasons = []
+        if bool(tied.any()):
+            gaps = p.relative_gaps()[degenerate][tied].amin().item()
+            reasons.append(
+                f"near-equal covariance eigenvalues (smallest relative gap {gaps:.2e} < gap={self.gap:g}: a linear, "
+                "planar-symmetric or symmetric-top molecule)"
+            )
+        if not bool(tied.all()):
+            reasons.append("a near-zero third moment along an axis (a centrosymmetric molecule has no canonical sign)")
+        detail = f"{len(index)} graph(s) of the batch (index {shown}) have a degenerate {what}: {' or '.join(reasons)}"
         if self.degenerate == "error":
             raise DegenerateInputError(
                 f"{detail}. Their frame is ambiguous, so their output would not be invariant. Use "

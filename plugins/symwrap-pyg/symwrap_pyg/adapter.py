@@ -110,7 +110,7 @@ class PyGAdapter(Adapter):
             raise ConfigError(
                 f"invalid option 'reduce': {config.reduce!r}; graph batches average the raw outputs (reduce='logits')"
             )
-        call = bind_graphs(self.model, args, kwargs, self.pos_key, self.vectors)
+        call = bind_graphs(self.model, args, kwargs, self.pos_key, self.vectors, self._params)
         check_ragged(call.pos, call.batch, call.num_graphs, spec[0], group.name, call.what)
         autocast = AutocastState.capture(call.pos.device)
         with autocast.full_precision():

@@ -13,7 +13,6 @@ holds the nodes and edges of graph ``graph[k]``, renumbered; nothing is padded.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -259,9 +258,10 @@ class GraphCall:
 
 
 def bind_graphs(
-    model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], pos_key: str, vectors: Sequence[str]
+    model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], pos_key: str, vectors: Sequence[str], params: list[str]
 ) -> GraphCall:
-    """Locate the graph batch (or the position tensors) of one call of ``model``."""
+    """Locate the graph batch (or the position tensors) of one call of ``model`` (``params``: its forward's
+    parameter names, to name positional tensor arguments)."""
     data_at: tuple[str, int | str] | None = None
     for i, value in enumerate(args):
         if is_graph_data(value):
@@ -272,8 +272,4 @@ def bind_graphs(
             if is_graph_data(value):
                 data_at = ("kw", name)
                 break
-    try:
-        params = list(inspect.signature(model.forward).parameters)
-    except (TypeError, ValueError):
-        params = []
     return GraphCall(model, args, kwargs, data_at=data_at, pos_key=pos_key, vectors=vectors, params=params)
