@@ -26,14 +26,14 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from symwrap_pyg.molecules import conformer, molecule
+from symwrap_pyg.plans import plan_graphs
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 from torch_geometric.nn import GraphConv, global_add_pool
 
 import symwrap
 from symwrap.frames.pca import _sign_vectors
-from symwrap_pyg.molecules import conformer, molecule
-from symwrap_pyg.plans import plan_graphs
 
 SMILES = (
     "CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "NCC(=O)O", "CC(C)Cc1ccc(cc1)C(C)C(=O)O", "CN1C=NC2=C1C(=O)N(C(=O)N2C)C",
