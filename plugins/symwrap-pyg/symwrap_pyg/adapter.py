@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -14,11 +15,14 @@ from symwrap.errors import ConfigError
 from symwrap.frames.base import point_group_spec
 from symwrap.frames.ragged import check_ragged
 from symwrap.groups.base import Group
-from symwrap_pyg.graphs import bind_graphs
+from symwrap_pyg.graphs import bind_graphs, is_graph_data
 from symwrap_pyg.orbit import OUTPUT_KINDS, run_graph_orbit
 from symwrap_pyg.plans import plan_graphs
 
 __all__ = ["PyGAdapter"]
+
+#: A ``forward`` parameter annotated with one of PyTorch Geometric's data classes.
+_GRAPH_ANNOTATION = re.compile(r"\b(Data|Batch|BaseData|HeteroData)\b|torch_geometric")
 
 
 def _uses_torch_geometric(model: nn.Module) -> bool:
@@ -31,7 +35,7 @@ def _uses_torch_geometric(model: nn.Module) -> bool:
         return False
     if "pos" in params and "batch" in params:
         return True
-    return any(any(word in str(p.annotation) for word in ("Data", "Batch")) for p in params.values())
+    return any(_GRAPH_ANNOTATION.search(str(p.annotation)) for p in params.values())
 
 
 class PyGAdapter(Adapter):
@@ -57,7 +61,7 @@ class PyGAdapter(Adapter):
     """
 
     name: ClassVar[str] = "pyg"
-    priority: ClassVar[int] = 100
+    priority: ClassVar[int] = 50  # below the backbone adapters (100): a timm or HF model is theirs
 
     def __init__(
         self,
@@ -110,6 +114,8 @@ class PyGAdapter(Adapter):
             raise ConfigError(
                 f"invalid option 'reduce': {config.reduce!r}; graph batches average the raw outputs (reduce='logits')"
             )
+        if not self._graph_call(args, kwargs):
+            return NotImplemented  # dense tensors for a model that merely uses a torch_geometric layer: the engine
         call = bind_graphs(self.model, args, kwargs, self.pos_key, self.vectors, self._params)
         check_ragged(call.pos, call.batch, call.num_graphs, spec[0], group.name, call.what)
         autocast = AutocastState.capture(call.pos.device)
@@ -127,6 +133,12 @@ class PyGAdapter(Adapter):
                 second_moment=method.wants_second_moment,
                 autocast=autocast,
             )
+
+    def _graph_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether a call passes a ``Data``/``Batch``, or the model takes positions by name (then they must come)."""
+        if any(is_graph_data(value) for value in (*args, *kwargs.values())):
+            return True
+        return self.pos_key in self._params or self.pos_key in kwargs
 
     @staticmethod
     def _output_kind(action: Any) -> str:

@@ -236,6 +236,9 @@ class GraphCall:
             if key in moved:
                 out[key] = moved[key]
                 continue
+            if key == "num_nodes":
+                out[key] = copies.node_src.shape[0]
+                continue
             if not isinstance(value, Tensor) or value.ndim == 0:
                 out[key] = value
                 continue

@@ -61,3 +61,25 @@ def test_monte_carlo_converges_to_rotation_invariance(gnn, real_molecules) -> No
             a, b = wrapped(batch), wrapped(moved(batch, rotation, None))
         gaps.append(float((a["energy"] - b["energy"]).abs().max() / a["energy"].abs().max()))
     assert gaps[1] < gaps[0] / 3
+
+
+def test_dense_calls_of_a_model_with_a_pyg_layer_keep_the_engine() -> None:
+    """A model that only uses a torch_geometric layer on (B, N, 3) clouds is still wrapped by the core engine."""
+    from torch_geometric.nn import MLP
+
+    class CloudNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mlp = MLP([3, 16, 4], norm=None)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.mlp(x).max(dim=1).values
+
+    torch.manual_seed(0)
+    model = CloudNet().eval()
+    wrapped = symwrap.wrap(model, "o3", "frame_averaging")
+    assert wrapped.adapter.name == "pyg"
+    clouds = torch.randn(2, 12, 3) * torch.tensor([3.0, 2.0, 1.0])
+    rotation = random_rotation(False, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(clouds @ rotation.T), wrapped(clouds), rtol=1e-5, atol=1e-5)
