@@ -3,6 +3,8 @@ the machine (RDKit conformers, exact symmetric geometries, a large random cluste
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from symwrap_pyg.molecules import conformer, molecule, symmetric_molecule
@@ -77,6 +79,16 @@ def cluster(atoms: int, seed: int) -> object:
     pos = pos * torch.tensor([1.0, 0.8, 0.6], dtype=torch.float64)  # distinct principal axes
     z = torch.randint(1, 9, (atoms,), generator=generator)
     return molecule(z, pos)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """These graphs are small (a few thousand edges): a second intra-op thread costs more in synchronisation than it
+    saves, up to ~100× on PyG's scatter when the cores are shared with other work. Restored after each module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
