@@ -148,6 +148,7 @@ def main() -> None:
     batch = Batch.from_data_list(graphs)
     wrapped = symwrap.wrap(model, "e3", "frame_averaging", select=KINDS)
     canonical = symwrap.wrap(model, "e3", "canonicalization", select=KINDS)
+    per_graph_chunks = symwrap.wrap(model, "e3", "frame_averaging", select=KINDS, chunk_size=args.graphs)
     faenet = load_faenet()
     print(
         f"{args.graphs} molecules, {batch.num_nodes} atoms, {batch.num_edges} edges; torch {torch.__version__}, "
@@ -165,6 +166,7 @@ def main() -> None:
             canonical.method, canonical.group, (3, False, True), batch.pos, batch.batch, batch.num_graphs
         ),
         "symwrap frame_averaging (8 copies)": lambda: wrapped(batch),
+        f"symwrap frame_averaging, chunk_size={args.graphs} (8 forwards)": lambda: per_graph_chunks(batch),
         "symwrap canonicalization (1 copy)": lambda: canonical(batch),
         "per-graph loop by hand (8 copies)": lambda: per_graph_loop(model, graphs),
     }

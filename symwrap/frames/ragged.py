@@ -253,6 +253,7 @@ class RaggedPCAFrame:
         """
         p = segment_pca(pos, batch, num_graphs, self.gap)
         lone = self._lone(p)
+        any_lone = bool(lone.any())
         tied = p.tied(self.gap) & ~lone[:, None]
         degenerate = tied.any(dim=1)
         enlarge = torch.zeros_like(degenerate)
@@ -260,9 +261,15 @@ class RaggedPCAFrame:
             self._handle(degenerate, p, "frame")
             if self.degenerate == "enlarge":
                 enlarge = degenerate
+        signs_count = 2 ** (self.d - 1 if self.special else self.d)
+        if not any_lone and not bool(enlarge.any()):  # the usual batch: every graph has the same frame size
+            rotations = self._signed(p.eigenvectors[:, None]).flatten(0, 2)
+            centroid = p.centroid.repeat_interleave(signs_count, dim=0)
+            graph = torch.arange(num_graphs, device=pos.device).repeat_interleave(signs_count)
+            weights = torch.full((graph.shape[0],), 1.0 / signs_count, dtype=pos.dtype, device=pos.device)
+            return RaggedPlan(self._with_translation(rotations, centroid), graph, weights, None, num_graphs)
         plain = ~lone & ~enlarge
         parts: list[tuple[Tensor, Tensor]] = []  # (rotations (k, d, d), graph (k,))
-        signs_count = 2 ** (self.d - 1 if self.special else self.d)
         index = plain.nonzero().flatten()
         if index.numel():
             rot = self._signed(p.eigenvectors.index_select(0, index)[:, None]).flatten(0, 2)
@@ -284,7 +291,7 @@ class RaggedPCAFrame:
         per_graph = torch.bincount(graph, minlength=num_graphs).to(pos.dtype)
         weights = (1.0 / per_graph).index_select(0, graph)
         elements = self._with_translation(rotations, p.centroid.index_select(0, graph))
-        return RaggedPlan(elements, graph, weights, lone if bool(lone.any()) else None, num_graphs)
+        return RaggedPlan(elements, graph, weights, lone if any_lone else None, num_graphs)
 
     def canonical(self, pos: Tensor, batch: Tensor, num_graphs: int) -> RaggedPlan:
         """One canonical element per graph: principal axes with signs of positive skewness (as
