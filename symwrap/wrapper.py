@@ -218,6 +218,9 @@ class SymmetrizedModel(nn.Module):
 
     def _symmetrized(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """:meth:`forward` of a symmetrizing call: the fast path when it applies, else the general one."""
+        result = self.adapter.run_symmetrized(self, args, kwargs)  # ragged graph batches run their own orbit
+        if result is not NotImplemented:
+            return result
         if torch.compiler.is_compiling():
             # A traced call keeps the general path (and guards on no cache), outside the try below: dynamo cannot
             # resume after a graph break (the chunk tuner's eager measurement) inside a try block.

@@ -194,6 +194,16 @@ class Adapter:
             "Pass that argument, or choose another with symwrap.wrap(..., input=...)."
         )
 
+    def run_symmetrized(self, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run one whole symmetrized call of ``wrapped`` (a :class:`~symwrap.wrapper.SymmetrizedModel`) itself, or
+        return ``NotImplemented`` (the default) to let the orbit engine run it.
+
+        For data that is not a batch of rows the engine can stack: a plugin adapter of ragged graph batches
+        (``symwrap-pyg``) plans, moves, evaluates and combines the copies of each graph here, with the wrapper's group,
+        method, output action and config.
+        """
+        return NotImplemented
+
     def check_group(self, group: Any, input_action: Any) -> None:
         """Raise when the model cannot take the inputs ``group`` produces (called once by ``symwrap.wrap``).
 
