@@ -250,8 +250,7 @@ def _setup(wrapped: nn.Module, tokenizer: Any) -> _Setup:
     forward = getattr(lm, "forward", None)
     if not callable(getattr(lm, "generate", None)) or forward is None:
         raise IncompatibleModelError(
-            f"symmetrized generation needs a causal LM with a KV cache (AutoModelForCausalLM), got "
-            f"{type(lm).__name__}"
+            f"symmetrized generation needs a causal LM with a KV cache (AutoModelForCausalLM), got {type(lm).__name__}"
         )
     parameters = inspect.signature(forward).parameters
     cache_argument = "cache" if "cache" in parameters else "past_key_values"
