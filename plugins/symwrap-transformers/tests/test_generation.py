@@ -25,6 +25,15 @@ PROMPTS = [
 NEW = 10
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # the model is tiny: one thread is fastest, and spares a busy machine the threads' spinning
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return AutoTokenizer.from_pretrained(get_model_path())
