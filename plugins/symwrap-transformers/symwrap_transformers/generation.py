@@ -142,7 +142,8 @@ def symmetrized_generate(
         generator: Random source for sampling.
         tokenizer: The tokenizer of the prompts (``None``: the output action's or the ``NextTokenModel``'s).
         use_cache: Accepted for compatibility; the KV cache is always used (the result does not depend on it).
-        **unsupported: Other ``generate`` options are refused unless they have their neutral value (``num_beams=1``).
+        **unsupported: ``inputs=`` (HF's name for ``input_ids``) and all-zero ``token_type_ids`` are accepted; other
+            ``generate`` options are refused unless they have their neutral value (``num_beams=1``).
 
     Returns:
         ``(B, T + n)`` int64: the prompts (as given, padding included) followed by ``n <= max_new_tokens`` generated
@@ -154,6 +155,8 @@ def symmetrized_generate(
         IncompatibleModelError: ``wrapped`` is not a word-swap wrapper of a causal LM.
         InputLayoutError: ``input_ids``/``attention_mask`` have the wrong type, shape or padding.
     """
+    if input_ids is None and "inputs" in unsupported:  # generate's first parameter is called ``inputs`` in HF
+        input_ids = unsupported.pop("inputs")
     _refuse_unsupported(unsupported)
     setup = _setup(wrapped, tokenizer)
     ids, mask = _check_prompts(input_ids, attention_mask)
@@ -285,6 +288,8 @@ def _refuse_unsupported(options: dict[str, Any]) -> None:
     for name, value in options.items():
         if name in _NEUTRAL and value == _NEUTRAL[name]:
             continue
+        if name == "token_type_ids" and isinstance(value, Tensor) and not bool(value.any()):
+            continue  # all zeros, as a BERT-style tokenizer returns them for one segment: nothing to pass on
         raise ConfigError(
             f"symmetrized generation does not support the option {name}={value!r} (supported: max_new_tokens, "
             "do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, generator, attention_mask); generate "

@@ -226,6 +226,12 @@ def test_neutral_generate_options_are_accepted(lm, tokenizer, group) -> None:
     plain = symmetrized_generate(wrapped, ids, mask, max_new_tokens=3)
     same = symmetrized_generate(wrapped, ids, mask, max_new_tokens=3, num_beams=1, use_cache=False)
     assert torch.equal(plain, same)
+    # what a BERT-style tokenizer returns, passed the way HF generate takes it
+    encoded = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    assert torch.equal(symmetrized_generate(wrapped, max_new_tokens=3, **encoded), plain)
+    assert torch.equal(symmetrized_generate(wrapped, inputs=ids, attention_mask=mask, max_new_tokens=3), plain)
+    with pytest.raises(ConfigError, match=r"does not support the option token_type_ids=tensor"):
+        symmetrized_generate(wrapped, ids, mask, max_new_tokens=3, token_type_ids=torch.ones_like(ids))
 
 
 def test_bad_prompts_are_refused(lm, tokenizer, group) -> None:
