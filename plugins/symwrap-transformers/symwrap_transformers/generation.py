@@ -77,6 +77,7 @@ class _Setup:
     table: Tensor | None  # (K, V) int64: row k is π_k (equivariant output), None for invariant averaging
     space: str
     cache_argument: str  # the name under which the LM's forward takes its KV cache
+    forward_options: dict[str, int]  # logits_to_keep=1 where the forward takes it
 
 
 def move_prompt(group: WordSwapGroup, tokenizer: Any, ids: Sequence[int], k: int) -> list[int]:
@@ -183,11 +184,15 @@ def symmetrized_generate(
             position_ids=step_positions,
             use_cache=True,
             **({setup.cache_argument: cache} if cache is not None else {}),
-            **_logits_to_keep(setup.lm),
+            **setup.forward_options,
         )
         cache = out.get(setup.cache_argument, None)
-        if cache is None:
-            cache = out.get("past_key_values", None)
+        cache = out.get("past_key_values", None) if cache is None else cache
+        if cache is None:  # feeding one token without the cache would decode from that token alone
+            raise IncompatibleModelError(
+                f"{type(setup.lm).__name__} returned no KV cache with use_cache=True; symmetrized generation needs "
+                "one (an AutoModelForCausalLM)"
+            )
         logits = out.logits[:, -1, :].reshape(period, batch, -1)  # (K, B, V): row k·B + b is copy k of prompt b
         token = _choose(_combine(logits, table, setup.space), do_sample, temperature, top_k, top_p, generator)
         token = torch.where(finished, torch.full_like(token, pad if pad is not None else 0), token)
@@ -214,13 +219,6 @@ def _setup(wrapped: nn.Module, tokenizer: Any) -> _Setup:
             "LM first: symwrap.wrap(lm, 'gender_swap', output=VocabularySwapAction(tokenizer))"
         )
     lm = base.model if isinstance(base, NextTokenModel) else base
-    if tokenizer is None:
-        tokenizer = getattr(wrapped.output_action, "tokenizer", None) or getattr(base, "tokenizer", None)
-    if tokenizer is None:
-        raise ConfigError(
-            "symmetrized generation needs the tokenizer to swap words in the prompts: pass tokenizer=, or wrap "
-            "with output=VocabularySwapAction(tokenizer)"
-        )
     if not isinstance(group, WordSwapGroup):
         raise IncompatibleModelError(
             f"symmetrized generation supports word-swap groups ('word_swap', 'gender_swap'), not {group.name!r}; "
@@ -243,6 +241,13 @@ def _setup(wrapped: nn.Module, tokenizer: Any) -> _Setup:
             f"symmetrized generation moves next-token logits with VocabularySwapAction or averages them "
             f"(output='invariant'), not with {type(output).__name__}"
         )
+    if tokenizer is None:
+        tokenizer = getattr(wrapped.output_action, "tokenizer", None) or getattr(base, "tokenizer", None)
+    if tokenizer is None:
+        raise ConfigError(
+            "symmetrized generation needs the tokenizer to swap words in the prompts: pass tokenizer=, or wrap "
+            "with output=VocabularySwapAction(tokenizer)"
+        )
     options = getattr(wrapped, "symwrap_config", None) or wrapped.config
     space = getattr(options, "reduce", "logits")
     if space not in _SPACES:
@@ -264,7 +269,9 @@ def _setup(wrapped: nn.Module, tokenizer: Any) -> _Setup:
         if size > table.shape[1]:  # ids past the tokenizer's vocabulary are fixed by every element
             extra = torch.arange(table.shape[1], size).expand(table.shape[0], -1)
             table = torch.cat([table, extra], dim=1)
-    return _Setup(lm, tokenizer, group, table, space, cache_argument)
+    # only the last position's logits are needed: skip the LM head on the rest of the prompt, as HF generate does
+    forward_options = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+    return _Setup(lm, tokenizer, group, table, space, cache_argument, forward_options)
 
 
 def _vocabulary_size(lm: nn.Module) -> int:
@@ -276,11 +283,6 @@ def _vocabulary_size(lm: nn.Module) -> int:
 def _device(lm: nn.Module) -> torch.device:
     parameter = next(lm.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def _logits_to_keep(lm: nn.Module) -> dict[str, int]:
-    # only the last position's logits are needed: skip the LM head on the rest of the prompt, as HF generate does
-    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.forward).parameters else {}
 
 
 # ------------------------------------------------------------------------------------------------- options

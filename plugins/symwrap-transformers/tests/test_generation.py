@@ -12,6 +12,7 @@ from symwrap_transformers.generation import move_prompt, symmetrized_generate
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 import symwrap
+from symwrap.actions.tokens import TokenGridAction
 from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
 
 #: "chairman" is one token and "chairwoman" two, so the copies' prompts differ in length.
@@ -245,6 +246,12 @@ def test_bad_prompts_are_refused(lm, tokenizer, group) -> None:
         symmetrized_generate(wrapped, ids, mask[:, 1:])
     with pytest.raises(InputLayoutError, match=r"right padding.*tokenizer\.padding_side = 'left'"):
         symmetrized_generate(wrapped, ids.flip(1), mask.flip(1))
+    with pytest.raises(InputLayoutError, match=r"the prompts are empty \(T = 0\)"):
+        symmetrized_generate(wrapped, ids[:, :0])
+    with pytest.raises(
+        InputLayoutError, match=r"invalid 'attention_mask': expected 0 \(padding\) and 1 \(token\) only"
+    ):
+        symmetrized_generate(wrapped, ids, mask * 2)
     with pytest.raises(InputLayoutError, match=r"a row masks every token"):
         symmetrized_generate(wrapped, ids, torch.zeros_like(mask))
     odd = torch.tensor([tokenizer.convert_tokens_to_ids(["the", "##man", "he"])])  # "the##man" decodes to "theman"
@@ -262,3 +269,31 @@ def test_wrappers_that_cannot_generate_symmetrically_are_refused(lm, tokenizer, 
         symmetrized_generate(symwrap.wrap(lm, group, "equizero", output=VocabularySwapAction(tokenizer)), ids)
     with pytest.raises(ConfigError, match=r"not reduce='features'; wrap with reduce='logits'"):
         symmetrized_generate(symwrap.wrap(lm, group, output=VocabularySwapAction(tokenizer), reduce="features"), ids)
+
+
+def test_wrappers_of_other_groups_actions_and_models_are_refused(lm, tokenizer, group, monkeypatch) -> None:
+    ids, _ = _encode(tokenizer, PROMPTS[:1])
+
+    def fresh():
+        return symwrap.wrap(lm, group, output=VocabularySwapAction(tokenizer))
+
+    wrapped = fresh()
+    wrapped.group = symwrap.get_group("flip")
+    with pytest.raises(IncompatibleModelError, match=r"supports word-swap groups .* not 'flip'.*base_model\.generate"):
+        symmetrized_generate(wrapped, ids)
+    wrapped = fresh()
+    wrapped.input_action = TokenGridAction()
+    with pytest.raises(IncompatibleModelError, match=r"input action is TokenGridAction; wrap with .*action=None"):
+        symmetrized_generate(wrapped, ids)
+    wrapped = fresh()
+    wrapped.output_action = TokenGridAction()
+    with pytest.raises(ConfigError, match=r"VocabularySwapAction or averages them .* not with TokenGridAction"):
+        symmetrized_generate(wrapped, ids)
+    wrapped = fresh()
+    wrapped.base_model = torch.nn.Linear(2, 2)
+    with pytest.raises(IncompatibleModelError, match=r"needs a causal LM with a KV cache .* got Linear"):
+        symmetrized_generate(wrapped, ids)
+    plain_forward = lm.forward
+    monkeypatch.setattr(lm, "forward", lambda **kw: {"logits": plain_forward(**kw).logits})
+    with pytest.raises(IncompatibleModelError, match=r"GPT2LMHeadModel returned no KV cache with use_cache=True"):
+        symmetrized_generate(fresh(), ids, max_new_tokens=2)
