@@ -109,6 +109,21 @@ def test_greedy_generation_is_exactly_equivariant(lm, tokenizer, group, reduce: 
         assert not torch.equal(plain_moved[:, moved_ids.shape[1] :], swap[plain])
 
 
+def test_greedy_generation_is_equivariant_for_three_cycles(lm, tokenizer) -> None:
+    # in Z_3 an element is not its own inverse: pulling copies back by g instead of g⁻¹ would fail here
+    group = symwrap.get_group("word_swap", words=[["he", "she", "they"], ["chairman", "chairwoman", "chair"]])
+    action = VocabularySwapAction(tokenizer)
+    wrapped = symwrap.wrap(lm, group, output=action)
+    table = action.table(group)
+    ids, mask = _encode(tokenizer, PROMPTS[:3])
+    new = symmetrized_generate(wrapped, ids, mask, max_new_tokens=NEW)[:, ids.shape[1] :]
+    assert bool(torch.isin(new, (table[1] != torch.arange(table.shape[1])).nonzero()).any())
+    for k in (1, 2):
+        moved_ids, moved_mask = _encode(tokenizer, [group.apply_to_text(t, k) for t in PROMPTS[:3]])
+        moved = symmetrized_generate(wrapped, moved_ids, moved_mask, max_new_tokens=NEW)[:, moved_ids.shape[1] :]
+        assert torch.equal(moved, table[k][new])
+
+
 def test_move_prompt_swaps_whole_words_and_keeps_the_identity(tokenizer, group) -> None:
     ids = tokenizer.encode("the chairman said he", add_special_tokens=False)
     moved = move_prompt(group, tokenizer, ids, 1)
