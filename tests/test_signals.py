@@ -20,6 +20,7 @@ METHODS = [
     ("frame_averaging", {}),
     ("equizero", {}),
     ("lambda_equitune", {"features": "conv1"}),
+    ("canonicalization", {}),  # centroid (reverse) and top-energy block (shift1d) canonicalizers
 ]
 
 

@@ -12,6 +12,7 @@ from torch.testing import assert_close
 
 import symwrap
 from symwrap.errors import ConfigError, InputLayoutError
+from symwrap.frames.base import DegenerateInputError
 from symwrap.groups import VolumeGroup, cube, cube_full, flip3d
 from symwrap.memory import measure_peak
 
@@ -159,6 +160,7 @@ METHODS = [
     ("frame_averaging", {}),
     ("equizero", {}),
     ("lambda_equitune", {"features": "features"}),
+    ("canonicalization", {}),  # the energy-centroid canonicalizer: one forward per input
 ]
 
 
@@ -287,9 +289,14 @@ def test_an_invariant_output_cannot_be_pulled_back_as_a_volume() -> None:
         wrapped(torch.randn(1, 2, 4, 4, 4))
 
 
-def test_canonicalization_has_no_canonicalizer_for_volume_groups() -> None:
-    with pytest.raises(ConfigError, match=r"no canonicalizer for group 'cube'"):
-        symwrap.wrap(Dense3d((4, 4, 4)), "cube", "canonicalization")
+def test_canonicalization_uses_the_centroid_and_names_ties() -> None:
+    wrapped = symwrap.wrap(Dense3d((3, 3, 3)), "cube", "canonicalization", degenerate="error", chunk_size=None)
+    assert wrapped.method._kind(wrapped.group) == "centroid"
+    symmetric = torch.ones(1, 2, 3, 3, 3)  # its energy centroid is the centre: every element aligns it alike
+    with pytest.raises(DegenerateInputError, match=r"align their energy centroid equally.*canonical element is ambig"):
+        wrapped(symmetric)
+    with pytest.raises(ConfigError, match=r"canonicalizer': 'learned' does not apply to group 'cube'.*'centroid'"):
+        symwrap.wrap(Dense3d((3, 3, 3)), "cube", "canonicalization", canonicalizer="learned")
 
 
 def test_new_names_are_not_taken_by_family_patterns() -> None:
