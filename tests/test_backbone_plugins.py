@@ -25,8 +25,9 @@ PLUGINS = {
     "symwrap-timm": ("timm", ["timm"], [], ["timm"]),
     "symwrap-transformers": ("transformers", ["transformers"], ["gender_swap", "word_swap"], ["hf"]),
     "symwrap-open-clip": ("open_clip", ["open_clip"], [], ["open_clip"]),
+    "symwrap-monai": ("monai", [], [], ["monai"]),
 }
-HEAVY = ("timm", "transformers", "open_clip")
+HEAVY = ("timm", "transformers", "open_clip", "monai")
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,7 @@ REPORT = """
             report["entries"].setdefault(entry.plugin, {}).setdefault(kind, []).append(entry.name)
     for ep in entry_points(group="symwrap"):
         report["dists"][ep.name] = ep.dist.name if ep.dist is not None else None
-    report["heavy_imported"] = sorted(m for m in ("timm", "transformers", "open_clip") if m in sys.modules)
+    report["heavy_imported"] = sorted(m for m in ("timm", "transformers", "open_clip", "monai") if m in sys.modules)
     try:
         symwrap.get_adapter(None, "timm")
     except Exception as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from symwrap import groups as g
+from symwrap.groups import signals, volumes
 from symwrap.hookspecs import Register, hookimpl
 
 
@@ -29,3 +30,8 @@ def symwrap_register_groups(register: Register) -> None:
     register("so{n}", lambda n, **kw: g.OrthogonalGroup(n, special=True, **kw), "SO(d) on (B, N, d) point clouds")
     register("e{n}", lambda n, **kw: g.EuclideanGroup(n, special=False, **kw), "E(d) on (B, N, d) point clouds")
     register("se{n}", lambda n, **kw: g.EuclideanGroup(n, special=True, **kw), "SE(d) on (B, N, d) point clouds")
+    register("flip3d", volumes.flip3d, "the 8 mirrors of a volume's D, H, W axes (nnU-Net mirroring, exact)")
+    register("cube", volumes.cube, "the 24 rotations of the cube on (B, C, D, H, W) volumes; plane= for D != H = W")
+    register("cube_full", volumes.cube_full, "the 48 rotations and reflections of the cube on volumes; plane= option")
+    register("reverse", signals.reverse, "time reversal of (B, C, T) signals (exact)")
+    register("shift1d", signals.CircularShift1d, "circular shifts of (B, C, T) signals, Z_T (or a stride subgroup)")

@@ -24,7 +24,12 @@ from symwrap.plugins import get_registry
 __all__ = ["PLUGIN_FOR_PREFIX", "load_model", "split_spec"]
 
 #: Prefixes served by plugins that ship separately: the distribution to install for each.
-PLUGIN_FOR_PREFIX = {"timm": "symwrap-timm", "hf": "symwrap-transformers", "open_clip": "symwrap-open-clip"}
+PLUGIN_FOR_PREFIX = {
+    "timm": "symwrap-timm",
+    "hf": "symwrap-transformers",
+    "open_clip": "symwrap-open-clip",
+    "monai": "symwrap-monai",
+}
 
 
 def split_spec(spec: str) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""Group algebra: finite planar groups, shifts, permutations, O(d), SO(d), E(d), SE(d) and products."""
+"""Group algebra: planar groups, shifts, permutations, volume and signal groups, O(d), SO(d), E(d), SE(d), products."""
 
 from symwrap.groups.base import ContinuousGroup, FiniteGroup, Group
 from symwrap.groups.discrete import PermutationGroup, ShiftGroup
@@ -17,8 +17,11 @@ from symwrap.groups.matrix import (
     rotation_matrix,
     vflip,
 )
+from symwrap.groups.signals import CircularShift1d, ReverseGroup, reverse
+from symwrap.groups.volumes import VolumeGroup, cube, cube_full, flip3d
 
 __all__ = [
+    "CircularShift1d",
     "ContinuousGroup",
     "EuclideanGroup",
     "FiniteGroup",
@@ -26,13 +29,19 @@ __all__ = [
     "MatrixGroup",
     "OrthogonalGroup",
     "PermutationGroup",
+    "ReverseGroup",
     "ShiftGroup",
+    "VolumeGroup",
+    "cube",
+    "cube_full",
     "cyclic",
     "d4",
     "dihedral",
     "flip",
+    "flip3d",
     "haar_orthogonal",
     "product",
+    "reverse",
     "rot90",
     "rot180",
     "rotation_matrix",

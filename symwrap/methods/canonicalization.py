@@ -18,7 +18,9 @@ Canonicalizers (``canonicalizer=``):
   the prior of Mondal et al.
 * ``"pca"`` (``o{d}``/``so{d}``/``e{d}``/``se{d}``): principal axes, signs by positive skewness.
 * ``"sort"`` (``perm``): lexicographic order.
-* ``"shift"`` (``shift``): the highest-energy block moved to the origin.
+* ``"shift"`` (``shift``, ``shift1d``): the highest-energy block moved to the origin.
+* ``"centroid"`` (``flip3d``, ``cube``, ``cube_full``, ``reverse``): the signed permutation that best aligns the
+  energy centroid (:func:`~symwrap.canonicalizers.centroid.centroid_canonical`).
 * ``"auto"`` picks the one that fits the group (``"learned"`` for finite image groups).
 """
 
@@ -33,6 +35,7 @@ from torch import Tensor
 
 from symwrap.adapters.base import BoundCall
 from symwrap.canonicalizers.analytic import shift_canonical
+from symwrap.canonicalizers.centroid import centroid_canonical, is_signed_permutation_group, shift1d_canonical
 from symwrap.canonicalizers.learned import LearnedCanonicalizer
 from symwrap.config import option, require
 from symwrap.errors import ConfigError
@@ -42,12 +45,13 @@ from symwrap.frames.sorting import SortFrame, check_set_input
 from symwrap.groups.base import Group, cached_per_group
 from symwrap.groups.discrete import PermutationGroup, ShiftGroup
 from symwrap.groups.matrix import MatrixGroup, OrthogonalGroup, cyclic, dihedral
+from symwrap.groups.signals import CircularShift1d
 from symwrap.methods.base import Method, Plan
 from symwrap.methods.frame_averaging import _check_common
 
 __all__ = ["Canonicalization", "CanonicalizationOptions"]
 
-CANONICALIZERS = ("auto", "learned", "pca", "sort", "shift")
+CANONICALIZERS = ("auto", "learned", "pca", "sort", "shift", "centroid")
 ESTIMATORS = ("straight_through", "gumbel")
 
 
@@ -131,14 +135,17 @@ class Canonicalization(Method):
             fits = "pca"
         elif isinstance(group, PermutationGroup):
             fits = "sort"
-        elif isinstance(group, ShiftGroup):
+        elif isinstance(group, (ShiftGroup, CircularShift1d)):
             fits = "shift"
+        elif is_signed_permutation_group(group):
+            fits = "centroid"
         elif isinstance(group, (MatrixGroup, OrthogonalGroup)) and group.code_shape == (2, 2):
             fits = "learned"
         else:
             raise ConfigError(
                 f"method {self.name!r} has no canonicalizer for group {group.name!r}; it handles finite image groups "
-                "(learned), so2/o2 with discretization=N, shift, perm and o{d}/so{d}/e{d}/se{d} point clouds."
+                "(learned), so2/o2 with discretization=N, shift, shift1d, perm, the volume groups, reverse and "
+                "o{d}/so{d}/e{d}/se{d} point clouds."
             )
         if wanted not in ("auto", fits):
             raise ConfigError(
@@ -188,9 +195,13 @@ class Canonicalization(Method):
             raise ConfigError(f"option 'mask' is only used by the pca and sort canonicalizers, not {kind!r}")
         if kind == "learned":
             return self._learned_plan(x, group)
-        if kind == "shift":
+        if kind == "shift" and isinstance(group, CircularShift1d):
+            elements = shift1d_canonical(x, group, degenerate=opts.degenerate, gap=opts.gap or 0.0)
+        elif kind == "shift":
             assert isinstance(group, ShiftGroup)
             elements = shift_canonical(x, group, degenerate=opts.degenerate, gap=opts.gap or 0.0)
+        elif kind == "centroid":
+            elements = centroid_canonical(x, group, degenerate=opts.degenerate, gap=opts.gap or 0.0)
         elif kind == "pca":
             frame = self._pca_frame(group)
             mask = check_mask(mask, batch, x.shape[1], f"point clouds (B, N, d) = {tuple(x.shape)}")
