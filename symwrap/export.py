@@ -36,6 +36,11 @@ def check_recordable(method: Method, group: Group, recorder: str) -> None:
         group: The group (sized for the input).
         recorder: What records the call (``"torch.export"``, ``"torch.jit.trace"``...), for the message.
     """
+    if getattr(method, "lambda_net", False) is None:  # built on the first eager call, from the features' size
+        raise RecordingError(
+            f"{recorder} cannot record method {method.name!r} before its λ-net exists: its input size is found on the "
+            "first call. Call the wrapped model once on an example (or wrap with feature_dim=...), then record it."
+        )
     if method.static_plan(group):
         return
     raise RecordingError(
@@ -45,6 +50,19 @@ def check_recordable(method: Method, group: Group, recorder: str) -> None:
         "symmetrize in Python, use torch.compile(wrapped), which plans every call, or a method whose plan is the "
         "same for every input (method='group_averaging', 'equizero', 'lambda_equitune', or 'monte_carlo' with seed=)."
     )
+
+
+def _check_batch(method: Method, batch: Any, recorder: str) -> None:
+    """A seeded draw (``monte_carlo`` with ``seed=``) is made on the host for a concrete number of elements ``B·k``:
+    it records for the example's batch size only."""
+    import torch
+
+    if isinstance(batch, torch.SymInt) and method.name == "monte_carlo":
+        raise RecordingError(
+            f"{recorder} cannot record method 'monte_carlo' with a dynamic batch size: its seeded draw of B·k elements "
+            "is made for one batch size. Record with a fixed batch (symwrap.export.export(wrapped, (x,), "
+            "dynamic_batch=False)); the program then takes inputs of that batch size."
+        )
 
 
 def recorded_call(model: SymmetrizedModel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -69,6 +87,7 @@ def recorded_call(model: SymmetrizedModel, args: tuple[Any, ...], kwargs: dict[s
                 model.input_action.check(x, group)
             if recorder is not None:
                 check_recordable(model.method, group, recorder)
+                _check_batch(model.method, call.batch_size, recorder)
             plan = model.method.plan_for_call(call, group)
             return model.engine.run(
                 call,

@@ -125,3 +125,33 @@ def test_threads_give_the_serial_results(case: str) -> None:
     report = threaded_mismatches(build(), inputs())
     assert report.calls == 2 * CALLS
     assert (report.wrong, report.raised) == (0, 0), (report.worst, report.errors)
+
+
+def _vit_lambda() -> symwrap.SymmetrizedModel:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        image_size=16,
+        patch_size=8,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+    )
+    model = transformers.ViTForImageClassification(config).eval()
+    return _random_lambda(symwrap.wrap(model, "rot90", "lambda_equitune", feature_dim=16, chunk_size=None))
+
+
+def _timm_lambda() -> symwrap.SymmetrizedModel:
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=3).eval()
+    dim = model.num_features
+    return _random_lambda(symwrap.wrap(model, "rot90", "lambda_equitune", feature_dim=dim, chunk_size=None))
+
+
+@pytest.mark.parametrize("build", [_vit_lambda, _timm_lambda], ids=["transformers ViT", "timm"])
+def test_threads_through_backbone_adapters(build: Callable[[], symwrap.SymmetrizedModel]) -> None:
+    wrapped = build()
+    report = threaded_mismatches(wrapped, _images(sizes=(16,)), output=lambda out: getattr(out, "logits", out))
+    assert report.calls == 2 * CALLS
+    assert (report.wrong, report.raised) == (0, 0), (report.worst, report.errors)
