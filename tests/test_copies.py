@@ -18,6 +18,8 @@ from torch import nn
 import symwrap
 from tests.conftest import PointMLP
 
+pytestmark = pytest.mark.slow
+
 
 class PoolCNN(nn.Module):
     def __init__(self) -> None:

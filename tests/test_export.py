@@ -24,6 +24,8 @@ from symwrap.errors import RecordingError
 from symwrap.export import batch_dynamic_shapes, export
 from tests.conftest import PointMLP
 
+pytestmark = pytest.mark.slow
+
 
 class PoolCNN(nn.Module):
     """Not invariant: a strided conv and a position-dependent pooled head; any image size."""
