@@ -227,3 +227,18 @@ def test_onnx_export_of_group_averaging_runs_in_onnxruntime(dynamo: bool) -> Non
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     torch.testing.assert_close(torch.from_numpy(got), wrapped(x).detach(), rtol=1e-5, atol=1e-5)
     assert _placeholders(wrapped) == []
+
+
+def test_a_call_on_fake_tensors_fills_no_cache() -> None:
+    """Tools that run a model on FakeTensors (memory estimators, tracers other than export) take the cache-free
+    path: nothing fake stays behind for the next eager call."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    wrapped = symwrap.wrap(PoolCNN().eval(), "d4", chunk_size=4)
+    reference = copy.deepcopy(wrapped)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        out = wrapped(mode.from_tensor(_images(3)))
+    assert isinstance(out, FakeTensor) and out.shape == (3, 5)
+    assert _placeholders(wrapped) == []
+    x = _images(3)
+    torch.testing.assert_close(wrapped(x), reference(x), rtol=0, atol=0)
