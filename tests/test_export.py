@@ -212,7 +212,7 @@ def test_jit_trace_of_a_static_plan_equals_eager_on_new_data() -> None:
 def test_onnx_export_of_group_averaging_runs_in_onnxruntime(dynamo: bool) -> None:
     import onnxruntime as ort  # in the dev extra, with onnxscript (the dynamo exporter's)
 
-    wrapped = symwrap.wrap(PoolCNN().eval(), "d4", chunk_size=4)
+    wrapped = symwrap.wrap(PoolCNN().eval(), "d4", chunk_size=4).eval()
     example = _images(3)
     if dynamo:
         program = torch.onnx.export(wrapped, (example,), dynamo=True, dynamic_shapes=batch_dynamic_shapes((example,)))
