@@ -1,4 +1,8 @@
-"""Small bounded caches of the hot path: the newest few entries of a dict, the oldest dropped first."""
+"""Small bounded caches of the hot path: the newest few entries of a dict, the oldest dropped first.
+
+Safe to read and fill from several threads: a value is computed from its key alone, so two threads storing the same
+key store equal values, and a race only lets a cache hold a few entries more than its limit for a moment.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,11 @@ def keep_newest(cache: dict[_K, _V], key: _K, value: _V, limit: int) -> _V:
     ``value``."""
     cache.pop(key, None)
     if len(cache) >= limit:
-        cache.pop(next(iter(cache)))
+        # Threads may fill one cache together: the oldest key may be gone already, or the dict may change between
+        # iter() and next(); then another thread is trimming it, and this one only stores its entry.
+        try:  # noqa: SIM105 (a plain try: torch.compile traces this, and contextlib.suppress would break its graph)
+            cache.pop(next(iter(cache), key), None)
+        except RuntimeError:
+            pass
     cache[key] = value
     return value

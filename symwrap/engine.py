@@ -16,6 +16,8 @@ action moves a whole chunk with one batched kernel.
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +36,7 @@ from symwrap.memory import is_out_of_memory
 from symwrap.methods.base import Method, Plan
 from symwrap.nested import TreeSpec, tree_flatten, tree_unflatten
 from symwrap.reduce import OrbitReducer, combine_reweighed, reduce_whole_orbit
+from symwrap.tracing import caches_off
 
 __all__ = ["ChunkSize", "OrbitEngine", "SymmetrizedOutput"]
 
@@ -101,6 +104,26 @@ class OrbitEngine:
         self.chunk_size = chunk_size
         self.tuner = tuner or ChunkTuner()
         self._row_maps: dict[tuple, tuple[Tensor, Tensor]] = {}
+        # One measurement at a time: threads that call a new shape together wait for one choice instead of timing
+        # their forwards against each other.
+        self._tuning = threading.Lock()
+        _prepare_compiled_tuning()
+
+    def fresh(self) -> OrbitEngine:
+        """A new engine with the same options and memory budget and nothing measured or remembered (what a pickled
+        or copied wrapper gets: its caches hold closures and timings of this process)."""
+        engine = OrbitEngine(self.chunk_size, ChunkTuner(memory=self.tuner.memory))
+        engine.use_fast_path = self.use_fast_path
+        return engine
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_tuning"]  # a lock does not pickle; a copy gets its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._tuning = threading.Lock()
 
     @property
     def chunk_size(self) -> ChunkSize:
@@ -131,7 +154,7 @@ class OrbitEngine:
     def _rows_per_chunk(self, call: BoundCall, group: Group, action: Action, plan: Plan) -> int:
         batch, copies = plan.elements.shape[:2]
         rows = batch * copies
-        if self.chunk_size is None:
+        if self.chunk_size is None or caches_off():  # a recorded call: the whole orbit in one forward, no tuner
             return rows
         if isinstance(self.chunk_size, int):
             return min(self.chunk_size, rows)
@@ -147,8 +170,16 @@ class OrbitEngine:
         chosen = self.tuner.cached(key)  # a dict lookup: traceable, so tuned compiled calls have no graph break
         if chosen is not None:
             return chosen
-        # Timing forwards is meaningless inside a traced graph: the measurement runs eagerly, outside it.
-        return _tune_eagerly(self.tuner, key, rows, batch, copies, measure, call.acted[0].device)
+        if torch.compiler.is_compiling():
+            # Timing forwards is meaningless inside a traced graph: the measurement runs eagerly, outside it.
+            return _tune_eagerly()(self, key, rows, batch, copies, measure, call.acted[0].device)
+        return self._tune(key, rows, batch, copies, measure, call.acted[0].device)
+
+    def _tune(self, key: tuple, *args: Any) -> int:
+        """``tuner.choose(key, *args)``, one thread at a time (a thread that waited finds the choice made)."""
+        with self._tuning:
+            chosen = self.tuner.cached(key)
+            return chosen if chosen is not None else self.tuner.choose(key, *args)
 
     @staticmethod
     def _tuning_key(call: BoundCall, group: Group, plan: Plan) -> tuple:
@@ -237,6 +268,10 @@ class OrbitEngine:
     def row_map(self, batch: int, copies: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """``src`` (input row) and ``slot`` (orbit slot) of each of the ``batch·copies`` rows, row ``r = b·k + j``
         (the order of every orbit this engine runs), cached per size."""
+        if caches_off():  # sizes may be symbolic (unhashable) while recording; nothing is kept
+            return torch.arange(batch, device=device).repeat_interleave(copies), torch.arange(
+                copies, device=device
+            ).repeat(batch)
         key = (batch, copies, device)
         found = self._row_maps.get(key)
         if found is None:
@@ -386,10 +421,26 @@ class OrbitEngine:
         return pulled
 
 
-@torch.compiler.disable
-def _tune_eagerly(tuner: ChunkTuner, *args: Any) -> int:
-    """``tuner.choose(*args)`` run eagerly: a compiled call breaks its graph here once, until the size is tuned."""
-    return tuner.choose(*args)
+def _eager_tune(engine: OrbitEngine, *args: Any) -> int:
+    return engine._tune(*args)
+
+
+#: :func:`_eager_tune` wrapped by ``torch.compiler.disable``, once ``torch._dynamo`` is loaded (the wrapping imports
+#: it, and ``import symwrap`` must not: it is a third of ``import torch``'s time). A list, which dynamo reads.
+_EAGER_TUNE: list[Callable[..., int]] = []
+
+
+def _prepare_compiled_tuning() -> None:
+    """Make the disabled :func:`_eager_tune` when ``torch._dynamo`` is already loaded (then it costs nothing)."""
+    if not _EAGER_TUNE and "torch._dynamo" in sys.modules:
+        _EAGER_TUNE.append(torch.compiler.disable(_eager_tune))
+
+
+def _tune_eagerly() -> Callable[..., int]:
+    """:func:`_eager_tune` run eagerly from a compiled call, which breaks its graph there once, until the size is
+    tuned. Made before tracing when possible (an engine built after ``torch._dynamo`` loaded); otherwise made here,
+    one more graph break."""
+    return _EAGER_TUNE[0] if _EAGER_TUNE else torch.compiler.disable(_eager_tune)
 
 
 def _orbit_bytes(values: list[Tensor], chunk_rows: int, rows: int) -> int:

@@ -17,6 +17,7 @@ __all__ = [
     "OutOfMemoryError",
     "PluginLoadError",
     "PluginLoadWarning",
+    "RecordingError",
     "SymwrapError",
     "UnknownNameError",
 ]
@@ -101,6 +102,12 @@ class ConfigError(SymwrapError, ValueError):
 class CheckpointError(SymwrapError, ValueError):
     """A ``save_pretrained`` directory that cannot be loaded: a missing or corrupt file, or a config or weights
     that do not fit the base model, group or method. The message names the file and the mismatch."""
+
+
+class RecordingError(SymwrapError, RuntimeError):
+    """``torch.export``, ``torch.jit.trace`` or ``torch.onnx.export`` was asked to record a wrapped model whose plan
+    depends on the input's values: the graph would keep the example's plan. The message names the method, the group
+    and the routes that work (see ``docs/deployment.md``)."""
 
 
 class MemoryBudgetError(ConfigError):

@@ -20,12 +20,14 @@ from symwrap.caches import keep_newest
 from symwrap.chunking import ChunkTuner
 from symwrap.engine import ChunkSize, OrbitEngine
 from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
+from symwrap.export import recorded_call
 from symwrap.fast_path import UNFINISHED, FastPath, FastPathKey, Replanned, fast_path_key
 from symwrap.groups.base import Group
 from symwrap.memory import MemoryBudget, is_out_of_memory, parse_memory
 from symwrap.methods.base import Method, Plan
 from symwrap.plugins import get_registry
 from symwrap.reduce import REDUCE_SPACES
+from symwrap.tracing import is_placeholder
 
 __all__ = ["SymmetrizedModel", "WrapConfig", "get_action", "get_adapter", "get_group", "get_method", "wrap"]
 
@@ -222,9 +224,13 @@ class SymmetrizedModel(nn.Module):
         if result is not NotImplemented:
             return result
         if torch.compiler.is_compiling():
+            if torch.compiler.is_exporting():  # recorded: no cache, static plans only (symwrap.export)
+                return recorded_call(self, args, kwargs)
             # A traced call keeps the general path (and guards on no cache), outside the try below: dynamo cannot
             # resume after a graph break (the chunk tuner's eager measurement) inside a try block.
             return self._general_call(args, kwargs)
+        if torch.jit.is_tracing() or any(map(is_placeholder, args)) or any(map(is_placeholder, kwargs.values())):
+            return recorded_call(self, args, kwargs)
         fast_paths = self.engine.fast_paths
         key = fast_path_key(args, kwargs) if fast_paths else None
         if key is not None:
@@ -351,6 +357,17 @@ class SymmetrizedModel(nn.Module):
                     call.model, gather, plan, reweighing, config.reduce, config.class_dim, result.dtype, features
                 )
         keep_newest(fast_paths, key, fast, 16)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The state pickle, ``copy.deepcopy`` and ``torch.save`` keep: everything but the per-call caches.
+
+        The remembered fast paths hold closures and the engine's tuned chunk sizes were measured for this process;
+        the copy starts with an empty engine of the same options and rebuilds them on its first calls.
+        """
+        state = super().__getstate__()
+        state["engine"] = self.engine.fresh()
+        state["_sized_groups"] = {}
+        return state
 
     def __setattr__(self, name: str, value: Any) -> None:
         engine = self.__dict__.get("engine")

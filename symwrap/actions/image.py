@@ -12,6 +12,7 @@ from torch import Tensor
 from symwrap.actions.base import Action
 from symwrap.caches import keep_newest
 from symwrap.groups.base import cached_per_group
+from symwrap.tracing import caches_off
 
 if TYPE_CHECKING:
     from symwrap.groups.base import Group
@@ -90,10 +91,11 @@ class ImageAction(Action):
         if elements.shape[1:] == (2,):
             return _gather_pixels(x, src, _shift_index(elements, x.shape[-2], x.shape[-1], group))
         h, w = x.shape[-2:]
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or caches_off():
             # Under torch.compile the caches and the integer test below (torch.equal, torch.unique, .tolist(),
-            # bool(...)) would break the graph, so the group decides statically: an exact finite planar group holds
-            # only signed permutation matrices (a traceable gather), any other is interpolated.
+            # bool(...)) would break the graph, and a recording (torch.jit.trace) must not fill the caches, so the
+            # group decides statically: an exact finite planar group holds only signed permutation matrices (a
+            # traceable gather), any other is interpolated.
             if group.exact and group.is_finite:
                 return _gather_pixels(x, src, _signed_permutation_index(elements, h, w))
             return self._resample(x, src, elements)

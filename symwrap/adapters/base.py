@@ -57,7 +57,7 @@ class BoundCall:
         self.unbatched = unbatched
         # raw text (a list of strings) is carried as a TextBatch, which has a tensor's shape[0] and device
         self.acted: list[Tensor] = [_as_acted(self._get(loc)) for loc in locations]
-        self.batch_size = int(self.acted[0].shape[0])
+        self.batch_size = self.acted[0].shape[0]  # no int(): a symbolic size stays symbolic while recording
         # The caller's autocast: the model's forwards run under it, symwrap's own arithmetic in float32.
         self.autocast = AutocastState.capture(self.acted[0].device)
 

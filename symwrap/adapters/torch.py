@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from symwrap.adapters.base import Adapter, BoundCall, Selector
@@ -76,11 +78,15 @@ def pool_features(value: Any, rows: int, where: str) -> Tensor:
 
 
 class SubmoduleCapture:
-    """A forward hook on one submodule that keeps its outputs while armed, registered once.
+    """A forward hook on one submodule that hands its outputs to the call in progress, registered once.
 
     Registering a hook around every forward would break ``torch.compile`` graphs (creating a hook handle is not
-    traceable); this one stays registered for the wrapper's lifetime and does nothing while disarmed, so a
+    traceable); this one stays registered for the wrapper's lifetime and does nothing outside :meth:`run`, so a
     compiled forward traces straight through it.
+
+    Each :meth:`run` collects into its own list, found through a thread-local slot: forwards of the same model in
+    other threads (a threaded server calling one wrapped model) never write into it. A compiled forward (which
+    dynamo traces as one graph, its hook included) uses a plain attribute instead of the thread-local slot.
 
     Args:
         model: The model.
@@ -98,31 +104,50 @@ class SubmoduleCapture:
                 "'backbone.pool'."
             ) from None
         self.model, self.path = model, path
-        self.outputs: list[Any] = []
-        self.armed = False
+        self._local = threading.local()  # .sink: the list of the run in progress in this thread
+        self._compiled_sink: list[Any] | None = None  # the same for a compiled run
         self.handle = module.register_forward_hook(self._record)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_local"], state["_compiled_sink"] = None, None  # per-call state: a copy starts with none
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
     def _record(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
-        if self.armed:
-            self.outputs.append(output)
+        if torch.compiler.is_compiling():
+            sink = self._compiled_sink
+        else:
+            sink = getattr(self._local, "sink", None)
+        if sink is not None:
+            sink.append(output)
 
     def run(self, run: Callable[[], Any], rows: int) -> tuple[Tensor, Any]:
         """Run ``run()`` (one forward of the model on ``rows`` rows); return the features ``(R, D)`` and its result."""
-        self.outputs.clear()
-        self.armed = True
-        try:
-            out = run()
-        finally:
-            self.armed = False
-        if not self.outputs:
+        outputs: list[Any] = []
+        if torch.compiler.is_compiling():
+            self._compiled_sink = outputs
+            try:
+                out = run()
+            finally:
+                self._compiled_sink = None
+        else:
+            previous = getattr(self._local, "sink", None)  # a run inside a run (a model that calls itself)
+            self._local.sink = outputs
+            try:
+                out = run()
+            finally:
+                self._local.sink = previous
+        if not outputs:
             raise IncompatibleModelError(
                 f"features={self.path!r}: the submodule was not called during the forward of "
                 f"{type(self.model).__name__}; name a submodule that the forward pass uses."
             )
         # A submodule called several times (shared weights): its last output is the one closest to the head.
-        captured = self.outputs[-1]
-        self.outputs.clear()
-        return pool_features(captured, rows, f"submodule {self.path!r}"), out
+        return pool_features(outputs[-1], rows, f"submodule {self.path!r}"), out
 
 
 def release_captures(captures: dict[str, SubmoduleCapture]) -> None:

@@ -20,6 +20,7 @@ from symwrap.actions.image import ImageAction
 from symwrap.caches import keep_newest
 from symwrap.errors import InputLayoutError
 from symwrap.groups.base import Group
+from symwrap.tracing import caches_off
 
 __all__ = ["LearnedCanonicalizer"]
 
@@ -65,6 +66,13 @@ class LearnedCanonicalizer(nn.Module):
             return x
         return x.to(dtype=param.dtype, device=param.device)
 
+    def __getstate__(self) -> dict:
+        """The module's state without the gathers (closures, rebuilt on the first call): pickle, deepcopy and
+        ``torch.save`` copy the weights only."""
+        state = super().__getstate__()
+        state["_gathers"] = {}
+        return state
+
     def forward(self, x: Tensor, group: Group, elements: Tensor) -> Tensor:
         """Scores ``(B, |G|)``: column ``j`` scores ``elements[j]·x``.
 
@@ -90,7 +98,7 @@ class LearnedCanonicalizer(nn.Module):
         """
         if elements.device != small.device:
             elements = elements.to(small.device)
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or caches_off():
             return self._action.apply(small, *_orbit_rows(small, elements), group)
         key = (tuple(small.shape), small.dtype, small.device, id(group), tuple(elements.shape))
         cached = self._gathers.get(key)

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from symwrap.caches import keep_newest
 from symwrap.errors import InputLayoutError, SymwrapError
+from symwrap.tracing import caches_off
 
 __all__ = [
     "DEGENERATE_MODES",
@@ -69,6 +70,8 @@ _FRAME_WEIGHTS: dict[tuple[int, int, torch.dtype, torch.device], Tensor] = {}
 def frame_weights(batch: int, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """The uniform weights ``1/|F|`` ``(B, |F|)`` of frames of ``size`` elements (one canonical element: all 1),
     made once per layout and shared (read-only: plans never write their weights)."""
+    if caches_off():
+        return torch.full((batch, size), 1.0 / size, dtype=dtype, device=device)
     key = (batch, size, dtype, device)
     found = _FRAME_WEIGHTS.get(key)
     if found is None:

@@ -24,6 +24,7 @@ from torch import Tensor
 from symwrap.autocast import as_dtype
 from symwrap.frames.base import DEGENERATE_MODES, DegenerateFrameWarning, DegenerateInputError, frame_weights
 from symwrap.groups.matrix import haar_orthogonal
+from symwrap.tracing import caches_off
 
 __all__ = ["DEFAULT_EIGEN_GAP", "PCA", "PCAFrame", "pca"]
 
@@ -88,10 +89,12 @@ _SIGN_VECTORS: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
 def _sign_vectors(d: int, free: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """All ``2^free`` sign vectors of length ``free`` ``(2^free, free)``, all-positive first (cached; read-only)."""
     key = (free, device, dtype)
-    signs = _SIGN_VECTORS.get(key)
+    signs = None if caches_off() else _SIGN_VECTORS.get(key)
     if signs is None:
         signs = torch.tensor(list(itertools.product([1.0, -1.0], repeat=free)), dtype=dtype, device=device)
-        signs = _SIGN_VECTORS[key] = signs.reshape(-1, free)
+        signs = signs.reshape(-1, free)
+        if not caches_off():
+            _SIGN_VECTORS[key] = signs
     return signs
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from symwrap.caches import keep_newest
+from symwrap.tracing import caches_off
 
 if TYPE_CHECKING:
     from symwrap.actions.base import Action
@@ -111,6 +112,8 @@ class FiniteGroup(Group):
         A copy from host memory on every call would make the host wait for the device (the copy synchronises),
         so nothing could be queued behind the running kernels.
         """
+        if caches_off():  # recorded (torch.export, jit.trace): a placeholder must never stay in the cache
+            return self.elements().to(device)
         cache: dict[torch.device, Tensor] = self.__dict__.setdefault("_elements_on", {})
         found = cache.get(device)
         if found is None:
@@ -164,6 +167,8 @@ def cached_per_group(
     cannot be reused by another group while cached. ``extra`` adds what else the value depends on (options).
     """
     key = (id(group), extra)
+    if caches_off():
+        return compute(group)
     cached = cache.get(key)
     if cached is not None and cached[0] is group:
         return cached[1]

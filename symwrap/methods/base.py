@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from symwrap.config import build_config
 from symwrap.groups.base import Group
+from symwrap.tracing import caches_off
 
 if TYPE_CHECKING:
     from symwrap.adapters.base import BoundCall
@@ -48,7 +49,7 @@ class Plan:
         actions the same tensor, and the same slices of it per chunk, which they recognise by address instead of
         comparing values (a comparison makes the host wait for the device).
         """
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or caches_off():
             return self.elements.reshape(-1, *self.elements.shape[2:])
         if self._flat is None:
             self._flat = self.elements.reshape(-1, *self.elements.shape[2:])
@@ -207,6 +208,8 @@ class LastPlan:
 
     def __call__(self, group: Group, x: Tensor) -> Plan:
         """The plan for inputs ``x`` ``(B, ...)``: elements ``(B, k, *code_shape)``, weights ``(B, k)``."""
+        if caches_off():  # recorded: a symbolic batch size and placeholder tensors are never kept
+            return self.build(group, x)
         batch, last = x.shape[0], self._last
         if last is not None and last[0] is group and last[1] == batch and last[2] == x.device:
             return last[3]

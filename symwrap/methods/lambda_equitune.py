@@ -253,7 +253,7 @@ class LambdaEquitune(GroupAveraging):
             return pool_features(feats, src.shape[0], f"feature_model {type(self.feature_model).__name__}"), out
         if self.options.features is not None:
             return submodule_features(
-                adapter.model, self.options.features, lambda: call.call(acted_rows, src), len(src), self._captures
+                adapter.model, self.options.features, lambda: call.call(acted_rows, src), src.shape[0], self._captures
             )
         return adapter.features_and_output(call, acted_rows, src)
 

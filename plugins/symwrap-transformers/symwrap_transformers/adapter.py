@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -78,7 +79,14 @@ class TransformersAdapter(Adapter):
         if head is None:
             return super().features_and_output(call, acted_rows, src)
         captured: list[Tensor] = []
-        handle = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
+        # The hook sees every forward of the head while registered, other threads' included: keep this thread's.
+        thread = threading.get_ident()
+
+        def capture(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            if threading.get_ident() == thread:
+                captured.append(inputs[0])
+
+        handle = head.register_forward_pre_hook(capture)
         try:
             output = self.model(*args, **kwargs)
         finally:
