@@ -41,21 +41,39 @@ FORMAT_VERSION = 1
 
 
 # ---------------------------------------------------------------------------------------------- saving
-def save_pretrained(model: SymmetrizedModel, directory: str | os.PathLike[str]) -> None:
+def save_pretrained(
+    model: SymmetrizedModel, directory: str | os.PathLike[str], *, state_dict: dict[str, Tensor] | None = None
+) -> None:
     """Write ``symwrap_config.json`` and ``symwrap_weights.safetensors`` into ``directory`` (created if needed).
+
+    Args:
+        model: The wrapper.
+        directory: Where to write.
+        state_dict: The wrapper's state to write instead of its current one (``model.state_dict()`` keys; the
+            ``method.*`` entries are symwrap's learned weights).
 
     Raises:
         ConfigError: An option cannot be written as JSON (a function or an object given to ``wrap``); pass a
             registered name instead, or give that object again to :func:`from_pretrained`.
     """
     directory = Path(directory)
-    config = model.config.to_dict()
+    config = model.symwrap_config.to_dict()
     config["method_options"] = model.method.options_dict()
     for key, value in config["method_options"].items():
         _require_json(value, f"method option {key!r}")
     for key in ("input", "select", "group_options", "chunk_size", "max_memory"):
         _require_json(config[key], f"option {key!r}")
     state = model.method.state_to_save()
+    if state_dict is not None:
+        given = {k[len("method.") :]: v for k, v in state_dict.items() if k.startswith("method.")}
+        missing = sorted(set(state) - set(given))
+        if missing:
+            raise ConfigError(
+                f"save_pretrained(state_dict=...) lacks symwrap's learned weights "
+                f"{', '.join('method.' + k for k in missing)}; pass the wrapper's own state_dict() (keys as in "
+                "wrapped.state_dict())"
+            )
+        state = {k: given[k] for k in state}
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state.items()}
     feature_model = getattr(model.method, "feature_model", None)
     document = {

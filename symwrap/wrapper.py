@@ -38,7 +38,7 @@ _ACTIONS: dict[str, type[Action]] = {
 
 
 #: Attributes a fast path was built from (:mod:`symwrap.fast_path`): setting one forgets them.
-_PLANNED_BY = frozenset({"base_model", "method", "group", "adapter", "input_action", "output_action", "config"})
+_PLANNED_BY = frozenset({"base_model", "method", "group", "adapter", "input_action", "output_action", "symwrap_config"})
 
 
 @dataclass
@@ -169,7 +169,8 @@ class SymmetrizedModel(nn.Module):
         adapter: The :class:`Adapter` that calls the base model.
         input_action: How elements move the inputs.
         output_action: How outputs are pulled back (``None`` for invariant outputs).
-        config: The :class:`WrapConfig`.
+        symwrap_config: The :class:`WrapConfig`: what :func:`wrap` was asked for (peft's ``peft_config``).
+        config: The base model's own config (``wrapped.config.id2label``), where it has one.
         engine: The :class:`OrbitEngine` (its ``tuner`` holds the measured chunk sizes).
     """
 
@@ -190,7 +191,7 @@ class SymmetrizedModel(nn.Module):
         self.adapter = adapter
         self.input_action = input_action
         self.output_action = output_action
-        self.config = config
+        self.symwrap_config = config
         device = _weights_device(base_model)
         if device is not None:  # symwrap's learned parts (canonicalizer, λ-net) start where the base's weights are
             method.to(device)
@@ -257,8 +258,8 @@ class SymmetrizedModel(nn.Module):
                 self.input_action,
                 self.output_action,
                 plan,
-                reduce=self.config.reduce,
-                class_dim=self.config.class_dim,
+                reduce=self.symwrap_config.reduce,
+                class_dim=self.symwrap_config.class_dim,
                 second_moment=self.method.wants_second_moment,
                 method=self.method,
             )
@@ -325,7 +326,7 @@ class SymmetrizedModel(nn.Module):
         if eligible:
             batch, copies = plan.elements.shape[:2]
             src = self.engine.row_map(batch, copies, key[2])[0]
-            action, config = self.input_action, self.config
+            action, config = self.input_action, self.symwrap_config
             if planned:
 
                 def planner(x: Tensor) -> Plan:
@@ -389,14 +390,44 @@ class SymmetrizedModel(nn.Module):
             self.base_model.eval()
         return self
 
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        state_dict: dict[str, Tensor] | None = None,
+        safe_serialization: bool = True,
+        is_main_process: bool = True,
+        **unsupported: Any,
+    ) -> None:
         """Write ``symwrap_config.json`` and symwrap's own learned weights (safetensors), never the base model.
 
+        Takes the keyword arguments Hugging Face's ``Trainer`` and ``PreTrainedModel.save_pretrained`` callers pass.
         See :func:`symwrap.saving.save_pretrained`.
+
+        Args:
+            directory: Where to write (created if needed).
+            state_dict: The wrapper's state to save instead of its current one (keys as in ``self.state_dict()``;
+                symwrap's learned weights are its ``method.*`` entries).
+            safe_serialization: Must be ``True``: symwrap writes safetensors only, never a pickle.
+            is_main_process: ``False`` writes nothing (the other ranks of a distributed run).
+            **unsupported: Any other keyword raises :class:`~symwrap.errors.ConfigError` naming it.
         """
         from symwrap.saving import save_pretrained
 
-        save_pretrained(self, directory)
+        if unsupported:
+            raise ConfigError(
+                f"save_pretrained got unsupported keyword argument(s) {', '.join(sorted(unsupported))}; it takes "
+                "directory, state_dict=, safe_serialization=True and is_main_process=. To push the base model "
+                "alone, call wrapped.base_model.save_pretrained(...) or wrapped.base_model.push_to_hub(...)."
+            )
+        if safe_serialization is not True:
+            raise ConfigError(
+                f"save_pretrained(safe_serialization={safe_serialization!r}): symwrap writes safetensors only, never "
+                "a pickle; pass safe_serialization=True or leave it out."
+            )
+        if not is_main_process:
+            return
+        save_pretrained(self, directory, state_dict=state_dict)
 
     @classmethod
     def from_pretrained(
@@ -418,10 +449,15 @@ class SymmetrizedModel(nn.Module):
             # Never forward during construction/unpickling (no base model yet) or for dunder lookups.
             if name == "base_model" or name.startswith("__") or "_modules" not in self.__dict__:
                 raise
+            if name == "config" and not hasattr(self.base_model, "config"):
+                raise AttributeError(
+                    f"wrapped.config is the base model's config, and this {type(self.base_model).__name__} has none; "
+                    "symwrap's own options are wrapped.symwrap_config"
+                ) from None
             return getattr(self.base_model, name)
 
     def extra_repr(self) -> str:
-        return f"group={self.group.name!r}, method={self.method.name!r}, output={self.config.output!r}"
+        return f"group={self.group.name!r}, method={self.method.name!r}, output={self.symwrap_config.output!r}"
 
 
 def wrap(
