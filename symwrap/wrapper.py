@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import inspect
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+import types
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +163,46 @@ def _check_max_memory(max_memory: int | str | None, chunk_size: ChunkSize) -> in
     return size
 
 
+class _SignedForward:
+    """``SymmetrizedModel.forward`` as a descriptor: ``wrapped.forward`` is a bound method whose signature is the
+    base model's (as the adapter gives it), so code that inspects it (HF ``Trainer``'s column filter and loss
+    keywords, ``torch.export``) sees the arguments the wrapper really takes. ``SymmetrizedModel.forward`` (on the
+    class) is the plain function, with ``labels=`` in its signature (HF ``Trainer`` finds its label names there).
+
+    The signed copy of the function (same code, its own ``__signature__``) is made once per wrapper and kept in a
+    weak map, not on the wrapper: the wrapper's own state stays what ``nn.Module`` pickles and copies.
+    """
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+        functools.update_wrapper(self, function)
+        params = list(inspect.signature(function).parameters.values())
+        labels = inspect.Parameter("labels", inspect.Parameter.KEYWORD_ONLY, default=None)
+        function.__signature__ = inspect.Signature([*params[:-1], labels, params[-1]])  # type: ignore[attr-defined]
+        self._signed: weakref.WeakKeyDictionary[nn.Module, Callable[..., Any]] = weakref.WeakKeyDictionary()
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self.function
+        signed = self._signed.get(instance)
+        if signed is None:
+            signed = self._signed[instance] = self._sign(instance)
+        return types.MethodType(signed, instance)
+
+    def _sign(self, instance: Any) -> Callable[..., Any]:
+        f = self.function
+        signed = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+        functools.update_wrapper(signed, f)
+        self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        try:
+            base = instance.adapter.forward_signature()
+        except (TypeError, ValueError):  # a model whose signature inspect cannot read: the generic one
+            base = None
+        if base is not None:
+            signed.__signature__ = base.replace(parameters=[self_param, *base.parameters.values()])
+        return signed
+
+
 class SymmetrizedModel(nn.Module):
     """A model made invariant or equivariant by a method over a group. Built by :func:`wrap`.
 
@@ -200,8 +244,14 @@ class SymmetrizedModel(nn.Module):
         self._symmetrize = True
         self._sized_groups: dict[tuple[int, ...], Group] = {}
 
+    @_SignedForward
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Call the base model on the planned copies of the input and combine the outputs.
+
+        ``wrapped.forward``'s signature (``inspect.signature``) is the base model's, so HF ``Trainer`` keeps the
+        dataset columns the base model takes (``remove_unused_columns=True``) and sees its ``labels``. With the
+        targets an adapter knows (HF ``labels=``), the loss is computed from the *combined* output, with the base
+        model's loss semantics (:meth:`Adapter.loss`), never as a mean of per-copy losses.
 
         Takes exactly the base model's arguments; returns its output type (``SymmetrizedOutput`` when
         the method reports standard errors). Under ``torch.autocast`` the base model's forwards run in the
@@ -212,10 +262,17 @@ class SymmetrizedModel(nn.Module):
         """
         if not self._symmetrize:
             return self.base_model(*args, **kwargs)
+        targets = self.adapter.split_targets(args, kwargs)
+        if targets is not None:
+            args, kwargs, labels = targets
         if torch.is_inference_mode_enabled():
             with torch.inference_mode(False), torch.no_grad():
-                return self._symmetrized(args, kwargs)
-        return self._symmetrized(args, kwargs)
+                result = self._symmetrized(args, kwargs)
+        else:
+            result = self._symmetrized(args, kwargs)
+        if targets is None:
+            return result
+        return self.adapter.with_loss(result, labels, self.symwrap_config.reduce)
 
     def _symmetrized(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """:meth:`forward` of a symmetrizing call: the fast path when it applies, else the general one."""
@@ -475,6 +532,7 @@ def wrap(
     input: Selector | Sequence[Selector] | None = None,
     select: Selector | Sequence[Selector] | None = None,
     group_options: dict[str, Any] | None = None,
+    example_input: Any = None,
     **method_options: Any,
 ) -> SymmetrizedModel:
     """Make ``model`` invariant or equivariant to ``group`` with ``method``.
@@ -498,6 +556,11 @@ def wrap(
         input: The argument(s) the group acts on (position or name); default the first tensor argument.
         select: The output leaves to combine (``"logits"``, ``"0"``...); default every floating tensor.
         group_options: Options for a group given by name (``{"stride": 4}`` for ``shift``).
+        example_input: A few inputs (a tensor ``(b, ...)`` for the first argument, a tuple of positional arguments
+            or a dict of keyword arguments) for the learned parts whose size only a forward tells (a λ-net on
+            ``features="submodule"`` or a ``feature_model``): one forward without gradients, in eval mode, builds
+            them here, so ``wrapped.parameters()`` holds them before any call. Not needed where the adapter knows
+            the width (timm, transformers and open_clip models) or with ``feature_dim=``.
         **method_options: Options of the method (``samples=32, seed=0`` for ``monte_carlo``).
 
     Returns:
@@ -536,7 +599,34 @@ def wrap(
         action=action if isinstance(action, str) else None,
         max_memory=max_memory,
     )
-    return SymmetrizedModel(model, the_group, the_method, the_adapter, input_action, output_action, config)
+    the_method.build_learned(the_adapter, the_group, example_input)
+    wrapped = SymmetrizedModel(model, the_group, the_method, the_adapter, input_action, output_action, config)
+    if example_input is not None and the_method.unbuilt_parts():
+        build_from_example(wrapped, example_input)
+    return wrapped
+
+
+def build_from_example(wrapped: SymmetrizedModel, example_input: Any) -> None:
+    """One forward of ``example_input`` without gradients, in eval mode, to build the learned parts only a forward
+    can size (the wrapper's train/eval mode is restored afterwards).
+
+    Args:
+        wrapped: The wrapper.
+        example_input: A tensor (the first argument), a tuple of positional arguments or a dict of keyword
+            arguments.
+    """
+    if isinstance(example_input, dict):
+        args, kwargs = (), dict(example_input)
+    elif isinstance(example_input, tuple):
+        args, kwargs = example_input, {}
+    else:
+        args, kwargs = (example_input,), {}
+    was_training = wrapped.training
+    try:
+        with torch.no_grad():
+            wrapped.eval()(*args, **kwargs)
+    finally:
+        wrapped.train(was_training)
 
 
 def _weights_device(model: nn.Module) -> torch.device | None:

@@ -201,6 +201,43 @@ class Adapter:
         non-square input size cannot take 90°-rotated copies.
         """
 
+    # ------------------------------------------------------------------ signature and targets (training doors)
+    def forward_signature(self) -> inspect.Signature | None:
+        """The signature the wrapper's ``forward`` shows (default: the model's ``forward``'s), for code that
+        inspects it: HF ``Trainer`` keeps the dataset columns it names."""
+        return inspect.signature(self.model.forward)
+
+    def split_targets(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]] | None:
+        """Take the training targets out of a call (``labels=`` of an HF model), so the copies run without them and
+        :meth:`with_loss` computes the loss from the combined output. ``None``: the call has none (default: no
+        adapter-level targets; every argument goes to the model).
+
+        Returns:
+            ``(args, kwargs, targets)``: the call without the targets, and the targets by name.
+        """
+        return None
+
+    def with_loss(self, output: Any, targets: dict[str, Any], reduce: str) -> Any:
+        """``output`` (the combined output) with the loss of the symmetrized prediction against ``targets``
+        (only called when :meth:`split_targets` found targets)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ widths of learned parts (built at wrap time)
+    def feature_width(self) -> int | None:
+        """``D``, the width of the features :meth:`features_and_output` returns, when the model says it without a
+        forward (timm ``num_features``, an HF head's input size); ``None`` when only a forward can tell.
+
+        :func:`symwrap.wrap` builds a λ-net of this width at once, so it is among ``wrapped.parameters()`` before the
+        first call (an optimizer made right after ``wrap`` trains it).
+        """
+        return None
+
+    def input_channels(self) -> int | None:
+        """``C`` of the images ``(B, C, H, W)`` the model takes, when it says so (for a learned canonicalizer)."""
+        return None
+
     # ------------------------------------------------------------------ features (λ-equitune)
     def features_and_output(self, call: BoundCall, acted_rows: list[Tensor], src: Tensor) -> tuple[Tensor, Any]:
         """One forward of the orbit rows that also returns per-row features, for λ-nets.

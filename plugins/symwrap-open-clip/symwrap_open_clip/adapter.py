@@ -48,6 +48,20 @@ class OpenCLIPAdapter(Adapter):
     def default_outputs(self) -> tuple[str, ...]:
         return _IMAGE_OUTPUTS if is_open_clip_model(self.model) else ()
 
+    def _visual(self) -> nn.Module | None:
+        model = self.model if is_open_clip_model(self.model) else getattr(self.model, "model", None)
+        return getattr(model, "visual", None)
+
+    def feature_width(self) -> int | None:
+        """``D`` of the image embeddings: the visual tower's ``output_dim``."""
+        width = getattr(self._visual(), "output_dim", None)
+        return width if isinstance(width, int) else None
+
+    def input_channels(self) -> int | None:
+        visual = self._visual()
+        conv = None if visual is None else next((m for m in visual.modules() if isinstance(m, nn.Conv2d)), None)
+        return None if conv is None else int(conv.in_channels)
+
     def features_and_output(self, call: BoundCall, acted_rows: list[Tensor], src: Tensor) -> tuple[Tensor, Any]:
         args, kwargs = call.arguments(acted_rows, src)
         own = getattr(self.model, "features_and_output", None)

@@ -52,6 +52,17 @@ class TimmAdapter(Adapter):
     def matches(cls, model: Any) -> bool:
         return is_timm_model(model) and hasattr(model, "forward_features") and hasattr(model, "forward_head")
 
+    def feature_width(self) -> int | None:
+        """The width of ``forward_head(pre_logits=True)``: ``head_hidden_size`` (a head with its own hidden layer)
+        or ``num_features``."""
+        width = getattr(self.model, "head_hidden_size", None) or getattr(self.model, "num_features", None)
+        return int(width) if isinstance(width, int) else None
+
+    def input_channels(self) -> int | None:
+        """The input channels of the first convolution (the stem or the patch embedding)."""
+        conv = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+        return None if conv is None else int(conv.in_channels)
+
     def check_group(self, group: Any, input_action: Any) -> None:
         size = fixed_input_size(self.model)
         if size is None or size[0] == size[1] or not _swaps_image_axes(group):
