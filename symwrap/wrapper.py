@@ -487,17 +487,46 @@ class SymmetrizedModel(nn.Module):
         save_pretrained(self, directory, state_dict=state_dict)
 
     @classmethod
-    def from_pretrained(
-        cls, base_model: nn.Module, directory: str | os.PathLike[str], **options: Any
-    ) -> SymmetrizedModel:
-        """Wrap ``base_model`` as saved in ``directory`` and load the learned weights.
+    def from_pretrained(cls, *where: Any, base_model: nn.Module | None = None, **options: Any) -> SymmetrizedModel:
+        """Rebuild a saved wrapper: ``from_pretrained(directory, base_model=...)`` or ``from_pretrained(base_model,
+        directory)``.
 
-        See :func:`symwrap.saving.from_pretrained` (``group=``/``method=`` check what the directory holds;
-        other options, such as ``feature_model=``, go to :func:`wrap`).
+        A ``save_pretrained`` folder holds symwrap's weights only: pass the base model it was saved with. A folder
+        written by HF ``Trainer.save_model`` holds the whole wrapper: ``from_pretrained(directory)`` rebuilds an HF
+        base model from the saved class and config; any other base model is passed for its architecture.
+        See :func:`symwrap.saving.from_pretrained` (``group=``/``method=`` check what the directory holds; other
+        options, such as ``feature_model=``, go to :func:`wrap`).
         """
         from symwrap.saving import from_pretrained
 
+        if len(where) == 2 and isinstance(where[0], nn.Module) and base_model is None:
+            base_model, directory = where
+        elif len(where) == 1 and not isinstance(where[0], nn.Module):
+            directory = where[0]
+        else:
+            raise ConfigError(
+                "from_pretrained takes the directory, SymmetrizedModel.from_pretrained(directory, base_model=...), "
+                f"or the base model and the directory; got {len(where)} positional argument(s)"
+            )
         return from_pretrained(base_model, directory, **options)
+
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
+        """``nn.Module.state_dict``, plus the wrapper's config as a ``uint8`` tensor ``symwrap_config`` (JSON bytes),
+        so a folder written from the state dict alone (HF ``Trainer.save_model``) is rebuilt by
+        :meth:`from_pretrained` in one call. Left out with ``keep_vars=True`` (tracers and sharding want
+        parameters and buffers only); loading ignores it."""
+        from symwrap.saving import STATE_CONFIG_KEY, state_config_tensor
+
+        state = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        if not keep_vars:
+            state[prefix + STATE_CONFIG_KEY] = state_config_tensor(self)
+        return state
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        from symwrap.saving import STATE_CONFIG_KEY
+
+        state_dict.pop(prefix + STATE_CONFIG_KEY, None)  # a description, not a weight
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -244,4 +244,42 @@ def test_folder_of_format_version_1_still_loads(tmp_path: Path, cnn: SmallCNN, i
     save_file({k: v.contiguous() for k, v in wrapped.method.state_to_save().items()}, str(tmp_path / WEIGHTS_NAME))
     loaded = symwrap.SymmetrizedModel.from_pretrained(copy.deepcopy(cnn), tmp_path)
     assert loaded.symwrap_config.group == "d4"
+    assert_close(loaded(images), wrapped.eval()(images), rtol=1e-6, atol=1e-6)  # chunk_size="auto" may chunk otherwise
+
+
+# ---------------------------------------------------------------------------------------------- whole-state folders
+def test_state_dict_folder_rebuilds_with_the_base_models_weights(
+    tmp_path: Path, cnn: SmallCNN, images: torch.Tensor
+) -> None:
+    """What HF Trainer.save_model writes for a wrapper: model.safetensors = wrapped.state_dict() (config included)."""
+    from safetensors.torch import save_file
+
+    from symwrap.saving import STATE_CONFIG_KEY, STATE_NAME
+
+    wrapped = _trained_lambda(cnn, images, chunk_size=4)
+    with torch.no_grad():
+        cnn.head.weight.add_(1.0)  # a fine-tuned base: its weights travel with the folder
+    state = wrapped.state_dict()
+    assert state[STATE_CONFIG_KEY].dtype == torch.uint8 and STATE_CONFIG_KEY not in wrapped.state_dict(keep_vars=True)
+    save_file(state, str(tmp_path / STATE_NAME))
+    with pytest.raises(CheckpointError, match=r"rebuild only for Hugging Face transformers models: pass .*base_model="):
+        symwrap.SymmetrizedModel.from_pretrained(tmp_path)
+    loaded = symwrap.SymmetrizedModel.from_pretrained(tmp_path, base_model=SmallCNN())  # an architecture only
+    assert_close(loaded.base_model.head.weight, cnn.head.weight, rtol=0, atol=0)
+    assert loaded.symwrap_config.chunk_size == 4 and not loaded.training
     assert_close(loaded(images), wrapped.eval()(images), rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match=r"saved with a tests\.conftest\.SmallCNN, but a .*DenseCNN was given"):
+        symwrap.SymmetrizedModel.from_pretrained(tmp_path, base_model=DenseCNN())
+
+
+def test_a_plain_state_file_is_not_taken_for_a_wrapper(tmp_path: Path, cnn: SmallCNN) -> None:
+    from safetensors.torch import save_file
+
+    save_file(cnn.state_dict(), str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"no 'symwrap_config' entry: it is not the state_dict of a symwrap"):
+        symwrap.SymmetrizedModel.from_pretrained(tmp_path, base_model=cnn)
+
+
+def test_save_pretrained_folder_needs_the_base_model(saved: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"symwrap's own weights only.*from_pretrained\(directory, base_model="):
+        symwrap.SymmetrizedModel.from_pretrained(saved)

@@ -125,9 +125,22 @@ def test_trainer_trains_group_averaging(tmp_path: Path) -> None:
 def test_trainer_trains_the_lambda_net(tmp_path: Path) -> None:
     wrapped = symwrap.wrap(_vit(), "rot90", "lambda_equitune", chunk_size=None)
     before = {k: v.clone() for k, v in wrapped.method.lambda_net.state_dict().items()}
-    _, losses, metrics = _train(wrapped, tmp_path, lr=5e-2)
+    trainer, losses, metrics = _train(wrapped, tmp_path, lr=5e-2)
     after = wrapped.method.lambda_net.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), "the λ-net trained"
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
     assert "eval_loss" in metrics and math.isfinite(metrics["eval_loss"])
     _assert_invariant(wrapped)
+
+    # trainer.save_model writes the whole wrapper (safetensors): one call rebuilds it, base model included
+    trainer.save_model(str(tmp_path / "saved"))
+    assert (tmp_path / "saved" / "model.safetensors").is_file() and not (
+        tmp_path / "saved" / "pytorch_model.bin"
+    ).exists()
+    loaded = symwrap.SymmetrizedModel.from_pretrained(tmp_path / "saved")
+    assert isinstance(loaded.base_model, ViTForImageClassification) and not loaded.training
+    for (name, a), b in zip(wrapped.base_model.state_dict().items(), loaded.base_model.state_dict().values()):
+        assert torch.equal(a, b), name
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert_close(loaded(pixel_values=x).logits, wrapped.eval()(pixel_values=x).logits, rtol=0, atol=0)
