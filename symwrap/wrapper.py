@@ -23,7 +23,7 @@ from symwrap.adapters.torch import release_captures
 from symwrap.caches import keep_newest
 from symwrap.chunking import ChunkTuner
 from symwrap.engine import ChunkSize, OrbitEngine
-from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
+from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError, UnsymmetrizedCallError
 from symwrap.fast_path import UNFINISHED, FastPath, FastPathKey, Replanned, fast_path_key
 from symwrap.groups.base import Group
 from symwrap.memory import MemoryBudget, is_out_of_memory, parse_memory
@@ -528,7 +528,28 @@ class SymmetrizedModel(nn.Module):
         state_dict.pop(prefix + STATE_CONFIG_KEY, None)  # a description, not a weight
         super()._load_from_state_dict(state_dict, prefix, *args)
 
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """Symmetrized generation where the adapter provides it (HF causal LMs: ``symwrap_transformers.generation``);
+        otherwise :class:`~symwrap.errors.UnsymmetrizedCallError` naming ``wrapped.base_model.generate``."""
+        door = self.adapter.door("generate")
+        if door.kind == "symmetrized":
+            assert door.implementation is not None
+            return door.implementation(self, *args, **kwargs)
+        if callable(getattr(self.base_model, "generate", None)):
+            raise UnsymmetrizedCallError(
+                f"wrapped.generate(...) is refused: {door.reason or 'the adapter has no symmetrized generation'}. "
+                "Call wrapped.base_model.generate(...) for the base model's own (unsymmetrized) generation."
+            )
+        raise UnsymmetrizedCallError(
+            f"wrapped.generate(...): the {type(self.base_model).__name__} has no generate method "
+            "(wrapped.base_model.generate does not exist) and adapter "
+            f"{self.adapter.name!r} generates nothing for it; call wrapped(...) for the symmetrized output."
+        )
+
     def __getattr__(self, name: str) -> Any:
+        """The base model's attributes through the wrapper: data (configs, ``num_classes``, ``device``...) and
+        submodules as they are; its methods through the adapter's door policy (:meth:`Adapter.door`): symmetrized,
+        passed through (methods that compute nothing from inputs), or refused when called."""
         try:
             return super().__getattr__(name)
         except AttributeError:
@@ -540,7 +561,16 @@ class SymmetrizedModel(nn.Module):
                     f"wrapped.config is the base model's config, and this {type(self.base_model).__name__} has none; "
                     "symwrap's own options are wrapped.symwrap_config"
                 ) from None
-            return getattr(self.base_model, name)
+            value = getattr(self.base_model, name)
+            if not _is_method(value) or name.startswith("_"):  # doors govern the public methods
+                return value
+            door = self.adapter.door(name)
+            if door.kind == "passthrough":
+                return value
+            if door.kind == "symmetrized":
+                assert door.implementation is not None
+                return functools.partial(door.implementation, self)
+            return _RefusedMethod(name, door.reason)
 
     def extra_repr(self) -> str:
         return f"group={self.group.name!r}, method={self.method.name!r}, output={self.symwrap_config.output!r}"
@@ -656,6 +686,28 @@ def build_from_example(wrapped: SymmetrizedModel, example_input: Any) -> None:
             wrapped.eval()(*args, **kwargs)
     finally:
         wrapped.train(was_training)
+
+
+def _is_method(value: Any) -> bool:
+    """A function or method (what a door governs), not data, a submodule or a class (those pass through)."""
+    return inspect.ismethod(value) or inspect.isfunction(value) or inspect.isbuiltin(value)
+
+
+class _RefusedMethod:
+    """What ``wrapped.<name>`` gives for a refused base-model method: callable, and raising when called (so
+    ``hasattr`` checks by training frameworks still see the attribute)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name, self.reason = name, reason
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnsymmetrizedCallError(
+            f"wrapped.{self.name}(...) is refused: {self.reason}. Call wrapped.base_model.{self.name}(...) for the "
+            "base model's raw, unsymmetrized result, or wrapped(...) for the symmetrized output."
+        )
+
+    def __repr__(self) -> str:
+        return f"<refused wrapped.{self.name}: call wrapped.base_model.{self.name} for the raw method>"
 
 
 def _weights_device(model: nn.Module) -> torch.device | None:

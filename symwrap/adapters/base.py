@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
 import torch
@@ -14,7 +15,7 @@ from symwrap.autocast import AutocastState
 from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
 from symwrap.nested import TreeSpec, tree_map
 
-__all__ = ["Adapter", "BoundCall", "Selector"]
+__all__ = ["DOOR_KINDS", "Adapter", "BoundCall", "Door", "Selector"]
 
 #: An argument or output selector: a positional index, a keyword / field name, or a dotted path.
 Selector = Union[int, str]
@@ -99,6 +100,22 @@ class BoundCall:
             for k, v in self.kwargs.items()
         }
         return args, kwargs
+
+
+#: What a door (a base-model method reached through the wrapper) does: "symmetrized" (the adapter's
+#: implementation, called as ``implementation(wrapped, *args, **kwargs)``), "passthrough" (the base model's
+#: method, for methods that do not compute from inputs: configuration, structure, checkpointing switches) or
+#: "refused" (calling it raises :class:`~symwrap.errors.UnsymmetrizedCallError` with ``reason``).
+DOOR_KINDS = ("symmetrized", "passthrough", "refused")
+
+
+@dataclass(frozen=True)
+class Door:
+    """How the wrapper answers ``wrapped.<name>`` for a method of the base model (see :data:`DOOR_KINDS`)."""
+
+    kind: str
+    implementation: Callable[..., Any] | None = None
+    reason: str = ""
 
 
 class Adapter:
@@ -200,6 +217,37 @@ class Adapter:
         The default accepts every group; backbone adapters override it, e.g. a timm ViT with a fixed
         non-square input size cannot take 90°-rotated copies.
         """
+
+    # ------------------------------------------------------------------ doors (the base model's own methods)
+    def symmetrized_methods(self) -> dict[str, Callable[..., Any]]:
+        """Base-model method names with a symmetrized implementation ``f(wrapped, *args, **kwargs)``."""
+        return {}
+
+    def refused_methods(self) -> dict[str, str]:
+        """Base-model method names refused with a specific reason (what it would do, what to call instead)."""
+        return {}
+
+    def passthrough_methods(self) -> frozenset[str]:
+        """Base-model method names that do not compute from inputs (configuration, structure, switches): the
+        wrapper hands out the base model's own method."""
+        return frozenset()
+
+    def door(self, name: str) -> Door:
+        """The door for the base model's method ``name``: symmetrized, passed through, or refused. Names no list
+        holds are refused: a method a new version of the base model adds never reaches it unsymmetrized."""
+        symmetrized = self.symmetrized_methods().get(name)
+        if symmetrized is not None:
+            return Door("symmetrized", symmetrized)
+        reason = self.refused_methods().get(name)
+        if reason is not None:
+            return Door("refused", reason=reason)
+        if name in self.passthrough_methods():
+            return Door("passthrough")
+        return Door(
+            "refused",
+            reason=f"it would run the base model's {name} on the inputs as given, unsymmetrized, and adapter "
+            f"{self.name!r} has no symmetrized version of it",
+        )
 
     # ------------------------------------------------------------------ signature and targets (training doors)
     def forward_signature(self) -> inspect.Signature | None:

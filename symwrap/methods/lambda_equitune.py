@@ -333,11 +333,11 @@ class LambdaEquitune(GroupAveraging):
 
 
 _UNBUILT_IN_TRAINING = (
-    "lambda_equitune's λ-net is not built: the width D of the features from {source} is only known after a forward, and "
-    "building it now, inside a training-mode call, would leave it out of any optimizer made before (HF Trainer, "
-    "Lightning's configure_optimizers, a plain loop): it would never train. Pass example_input=<a few inputs> to "
-    "symwrap.wrap (or feature_dim=D), or call symwrap.train.prepare(wrapped, example_input) before making the "
-    "optimizer."
+    "lambda_equitune's λ-net is not built: the width D of the features from {source} is only known after a "
+    "forward, and building it now, inside a training-mode call, would leave it out of any optimizer made before "
+    "(HF Trainer, Lightning's configure_optimizers, a plain loop): it would never train. Pass "
+    "example_input=<a few inputs> to symwrap.wrap (or feature_dim=D), or call "
+    "symwrap.train.prepare(wrapped, example_input) before making the optimizer."
 )
 
 

@@ -20,6 +20,124 @@ _CLIP_TEXT_ARGS = ("input_ids", "attention_mask", "position_ids")
 _CLIP_OUTPUTS = ("logits_per_image", "image_embeds")
 
 
+#: ``PreTrainedModel`` methods that compute nothing from inputs: configuration, structure and embeddings access,
+#: adapters (peft), checkpointing and attention-kernel switches, initialisation, and the loss function object.
+_PASSTHROUGH = frozenset(
+    [
+        "activation_checkpointing_disable",
+        "activation_checkpointing_enable",
+        "active_adapters",
+        "add_adapter",
+        "add_model_tags",
+        "barrier_after_gathered_checkpoint_save",
+        "can_generate",
+        "delete_adapter",
+        "dequantize",
+        "disable_adapters",
+        "disable_input_require_grads",
+        "enable_adapters",
+        "enable_input_require_grads",
+        "enable_peft_hotswap",
+        "gather_sharded_state_dict_for_save",
+        "get_adapter_state_dict",
+        "get_correct_attn_implementation",
+        "get_correct_experts_implementation",
+        "get_decoder",
+        "get_encoder",
+        "get_expanded_tied_weights_keys",
+        "get_experts_implementation",
+        "get_init_context",
+        "get_input_embeddings",
+        "get_memory_footprint",
+        "get_output_embeddings",
+        "get_parameter_or_buffer",
+        "get_position_embeddings",
+        "gradient_checkpointing_disable",
+        "gradient_checkpointing_enable",
+        "init_parallel_plans",
+        "init_weights",
+        "initialize_weights",
+        "is_backend_compatible",
+        "is_custom_code",
+        "is_remote_code",
+        "load_adapter",
+        "loss_function",
+        "mark_tied_weights_as_initialized",
+        "maybe_distribute_model",
+        "named_non_persistent_buffers",
+        "num_parameters",
+        "floating_point_ops",
+        "estimate_tokens",
+        "post_init",
+        "prepare_distribute_model",
+        "register_for_auto_class",
+        "reset_kernels",
+        "resize_position_embeddings",
+        "resize_token_embeddings",
+        "retrieve_modules_from_names",
+        "set_adapter",
+        "set_attn_implementation",
+        "set_decoder",
+        "set_encoder",
+        "set_experts_implementation",
+        "set_input_embeddings",
+        "set_output_embeddings",
+        "set_use_kernels",
+        "should_save_on_this_rank",
+        "smart_apply",
+        "tie_weights",
+        "warn_if_padding_and_no_attention_mask",
+        "get_text_features",
+    ]
+)
+_GENERATION = (
+    "generation helpers run the base model's unsymmetrized next-token distribution; wrapped.generate(...) "
+    "generates from the symmetrized one where the adapter supports it"
+)
+_REFUSED = {
+    "push_to_hub": "it would upload the base model alone, without the symmetrization; save the wrapper with "
+    "wrapped.save_pretrained(dir) or Trainer.save_model(dir) and upload that folder",
+    "save_distributed_checkpoint": "it would save the base model alone; save the wrapper with "
+    "wrapped.save_pretrained(dir) or Trainer.save_model(dir)",
+    "get_compiled_call": "it returns the base model's own (compiled) forward, unsymmetrized; compile the wrapper "
+    "with torch.compile(wrapped)",
+    "get_image_features": "it encodes the images as given, unsymmetrized; the combined image features are "
+    "wrapped(pixel_values=..., input_ids=...).image_embeds",
+    **dict.fromkeys(
+        (
+            "generate_batch",
+            "compute_transition_scores",
+            "heal_tokens",
+            "prepare_inputs_for_generation",
+            "init_continuous_batching",
+            "continuous_batching_context_manager",
+            "destroy_cached_continuous_batching_manager",
+            "adjust_generation_fn",
+            "load_custom_generate",
+        ),
+        _GENERATION,
+    ),
+}
+
+
+def _can_generate(model: Any) -> bool:
+    """Whether ``model`` is an HF model that generates text (``can_generate()``), or this plugin's
+    ``NextTokenModel`` around one."""
+    inner = getattr(model, "model", None) if type(model).__name__ == "NextTokenModel" else model
+    can = getattr(inner, "can_generate", None)
+    try:
+        return bool(can()) if callable(can) else False
+    except Exception:  # a model whose can_generate fails cannot be told to generate either
+        return False
+
+
+def _symmetrized_generate(wrapped: Any, *args: Any, **kwargs: Any) -> Any:
+    """``wrapped.generate``: generation from the group-combined next-token distribution (imported on first use)."""
+    from symwrap_transformers.generation import symmetrized_generate
+
+    return symmetrized_generate(wrapped, *args, **kwargs)
+
+
 def is_transformers_model(model: Any) -> bool:
     """Whether ``model`` comes from transformers (by its class's module, without importing transformers)."""
     module = type(model).__module__ or ""
@@ -64,6 +182,16 @@ class TransformersAdapter(Adapter):
 
     def default_outputs(self) -> tuple[str, ...]:
         return _CLIP_OUTPUTS if _is_clip_like(self.model) else ()
+
+    # ------------------------------------------------------------------ doors
+    def symmetrized_methods(self) -> dict[str, Any]:
+        return {"generate": _symmetrized_generate} if _can_generate(self.model) else {}
+
+    def refused_methods(self) -> dict[str, str]:
+        return _REFUSED
+
+    def passthrough_methods(self) -> frozenset[str]:
+        return _PASSTHROUGH
 
     # ------------------------------------------------------------------ training doors
     def split_targets(
