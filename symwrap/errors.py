@@ -122,3 +122,8 @@ class OutOfMemoryError(SymwrapError, torch.OutOfMemoryError):
 
     A subclass of ``torch.OutOfMemoryError``, so existing handlers still catch it; the original error is chained.
     """
+
+
+class UnsymmetrizedCallError(SymwrapError, NotImplementedError):
+    """A method of the base model called through the wrapper that would compute from its inputs unsymmetrized (a
+    refused door); the message says why and names ``wrapped.base_model.<name>`` for the raw call."""

@@ -11,6 +11,12 @@ A saved directory holds two files:
 
 The base model's weights are never written: save and load them with the base model's own tools (a
 fine-tuned head belongs to the base model).
+
+A folder written by HF ``Trainer.save_model`` (or ``safetensors.torch.save_file(wrapped.state_dict(), ...)``)
+holds ``model.safetensors``: the wrapper's whole ``state_dict``, base model included, in which
+:meth:`SymmetrizedModel.state_dict` puts the same JSON document as one ``uint8`` tensor, ``symwrap_config``.
+:func:`from_pretrained` rebuilds such a folder in one call: an HF base model from its class and config (both in
+the document) and the weights, any other base model from the ``base_model`` passed.
 """
 
 from __future__ import annotations
@@ -33,42 +39,97 @@ if TYPE_CHECKING:
     from symwrap.methods.base import Method
     from symwrap.wrapper import SymmetrizedModel
 
-__all__ = ["CONFIG_NAME", "FORMAT_VERSION", "WEIGHTS_NAME", "from_pretrained", "save_pretrained"]
+__all__ = [
+    "CONFIG_NAME",
+    "FORMAT_VERSION",
+    "STATE_CONFIG_KEY",
+    "STATE_NAME",
+    "WEIGHTS_NAME",
+    "from_pretrained",
+    "save_pretrained",
+]
 
 CONFIG_NAME = "symwrap_config.json"
 WEIGHTS_NAME = "symwrap_weights.safetensors"
-FORMAT_VERSION = 1
+#: The file HF ``Trainer.save_model`` writes for a model that is not a ``PreTrainedModel``: its ``state_dict()``.
+STATE_NAME = "model.safetensors"
+#: The ``state_dict`` entry holding the JSON document (``uint8`` bytes), for folders written from a state dict.
+STATE_CONFIG_KEY = "symwrap_config"
+FORMAT_VERSION = 2  # 2: the document may describe an HF base model (``base_model.hf_config``)
 
 
 # ---------------------------------------------------------------------------------------------- saving
-def save_pretrained(model: SymmetrizedModel, directory: str | os.PathLike[str]) -> None:
+def save_pretrained(
+    model: SymmetrizedModel, directory: str | os.PathLike[str], *, state_dict: dict[str, Tensor] | None = None
+) -> None:
     """Write ``symwrap_config.json`` and ``symwrap_weights.safetensors`` into ``directory`` (created if needed).
+
+    Args:
+        model: The wrapper.
+        directory: Where to write.
+        state_dict: The wrapper's state to write instead of its current one (``model.state_dict()`` keys; the
+            ``method.*`` entries are symwrap's learned weights).
 
     Raises:
         ConfigError: An option cannot be written as JSON (a function or an object given to ``wrap``); pass a
             registered name instead, or give that object again to :func:`from_pretrained`.
     """
     directory = Path(directory)
-    config = model.config.to_dict()
+    config = model.symwrap_config.to_dict()
     config["method_options"] = model.method.options_dict()
     for key, value in config["method_options"].items():
         _require_json(value, f"method option {key!r}")
     for key in ("input", "select", "group_options", "chunk_size", "max_memory"):
         _require_json(config[key], f"option {key!r}")
     state = model.method.state_to_save()
+    if state_dict is not None:
+        given = {k[len("method.") :]: v for k, v in state_dict.items() if k.startswith("method.")}
+        missing = sorted(set(state) - set(given))
+        if missing:
+            raise ConfigError(
+                f"save_pretrained(state_dict=...) lacks symwrap's learned weights "
+                f"{', '.join('method.' + k for k in missing)}; pass the wrapper's own state_dict() (keys as in "
+                "wrapped.state_dict())"
+            )
+        state = {k: given[k] for k in state}
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state.items()}
-    feature_model = getattr(model.method, "feature_model", None)
-    document = {
-        "format": "symwrap",
-        "format_version": FORMAT_VERSION,
-        "wrap": config,
-        "base_model": _describe(model.base_model),
-        "feature_model": type(feature_model).__name__ if isinstance(feature_model, nn.Module) else None,
-        "weights": WEIGHTS_NAME,
-    }
+    document = config_document(model, config, _describe(model.base_model))
     directory.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"group": config["group"], "method": config["method"]})
     (directory / CONFIG_NAME).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def config_document(model: SymmetrizedModel, config: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The JSON document of a saved wrapper: its wrap options, the base model's description (``base``), and for an
+    HF base model its config (``base["hf_config"]``), from which :func:`from_pretrained` rebuilds it."""
+    feature_model = getattr(model.method, "feature_model", None)
+    hf_config = getattr(model.base_model, "config", None)
+    if callable(getattr(hf_config, "to_dict", None)) and type(model.base_model).__module__.startswith("transformers."):
+        base = {**base, "hf_config": hf_config.to_dict()}
+    return {
+        "format": "symwrap",
+        "format_version": FORMAT_VERSION,
+        "wrap": config,
+        "base_model": base,
+        "feature_model": type(feature_model).__name__ if isinstance(feature_model, nn.Module) else None,
+        "weights": WEIGHTS_NAME,
+    }
+
+
+def state_config_tensor(model: SymmetrizedModel) -> Tensor:
+    """The document (without per-tensor shapes: the state dict has them) as a ``uint8`` tensor for ``state_dict``."""
+    config = model.symwrap_config.to_dict()
+    config["method_options"] = model.method.options_dict()
+    base = {"class": f"{type(model.base_model).__module__}.{type(model.base_model).__qualname__}"}
+    try:
+        text = json.dumps(config_document(model, config, base), sort_keys=True, default=_not_json)
+    except ValueError:  # an option JSON cannot hold: the state dict still saves, from_pretrained will say what
+        text = json.dumps({"format": "symwrap", "format_version": FORMAT_VERSION, "unsaved": True})
+    return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).clone()
+
+
+def _not_json(value: Any) -> Any:
+    raise ValueError(f"not JSON data: {value!r}")
 
 
 def _require_json(value: Any, what: str) -> None:
@@ -99,7 +160,7 @@ def _describe(model: nn.Module) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- loading
 def from_pretrained(
-    base_model: nn.Module,
+    base_model: nn.Module | None,
     directory: str | os.PathLike[str],
     *,
     group: str | Group | None = None,
@@ -108,10 +169,14 @@ def from_pretrained(
 ) -> SymmetrizedModel:
     """Wrap ``base_model`` as described in ``directory`` and load the method's learned weights; eval mode.
 
+    A folder written by HF ``Trainer.save_model`` (``model.safetensors``, the whole wrapper) is rebuilt with its
+    base model's weights too: ``base_model=None`` builds an HF base model from the class and config saved with it;
+    any other base model must be passed (its architecture; its weights are loaded from the folder).
+
     Args:
         base_model: The model the directory was saved with (checked: class, tensor names and shapes; a
-            different checksum of its weights warns).
-        directory: A directory written by :func:`save_pretrained`.
+            different checksum of its weights warns). ``None`` only for a ``Trainer`` folder of an HF model.
+        directory: A directory written by :func:`save_pretrained` or by ``Trainer.save_model``.
         group: If given, the group the directory must hold (a name or a Group); another one raises.
         method: If given, the method the directory must hold (a name or a Method); another one raises.
         **options: Options for :func:`symwrap.wrap` that override or complete the saved ones (``chunk_size=``,
@@ -121,15 +186,31 @@ def from_pretrained(
         CheckpointError: A missing or corrupt file, a config for another group or method, or a base model that
             does not match; the message names the file and the mismatch.
     """
-    from symwrap.wrapper import wrap
 
     directory = Path(directory)
     config_path = directory / CONFIG_NAME
+    if not config_path.is_file() and (directory / STATE_NAME).is_file():
+        return _from_state_folder(base_model, directory / STATE_NAME, group=group, method=method, **options)
     document = _read_config(config_path)
     saved = document["wrap"]
     _expect(config_path, "group", saved["group"], group)
     _expect(config_path, "method", saved["method"], method)
+    if base_model is None:
+        raise CheckpointError(
+            f"{config_path} holds symwrap's own weights only, not the base model's: pass the base model, "
+            "SymmetrizedModel.from_pretrained(directory, base_model=<the model it was saved with>)"
+        )
     _check_base_model(config_path, document.get("base_model"), base_model)
+    model = _rewrap(base_model, config_path, document, options)
+    _load_weights(directory / (document.get("weights") or WEIGHTS_NAME), model.method, saved)
+    return model.eval()
+
+
+def _rewrap(base_model: nn.Module, config_path: Path, document: dict[str, Any], options: dict[str, Any]) -> Any:
+    """``wrap(base_model, ...)`` with the saved options, completed or overridden by ``options``."""
+    from symwrap.wrapper import wrap
+
+    saved = document["wrap"]
 
     kwargs: dict[str, Any] = {
         "output": saved.get("output", "invariant"),
@@ -163,19 +244,98 @@ def from_pretrained(
         raise
     except Exception as exc:
         raise CheckpointError(f"cannot rebuild the wrapper described by {config_path}: {exc}") from exc
-    _load_weights(directory / (document.get("weights") or WEIGHTS_NAME), model.method, saved)
+    return model
+
+
+def _from_state_folder(
+    base_model: nn.Module | None,
+    path: Path,
+    *,
+    group: str | Group | None,
+    method: str | Method | None,
+    **options: Any,
+) -> SymmetrizedModel:
+    """Rebuild a wrapper from a whole-``state_dict`` file (``Trainer.save_model``), base model included."""
+    try:
+        state: dict[str, Tensor] = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is corrupt (not a readable safetensors file: {exc})") from None
+    raw = state.pop(STATE_CONFIG_KEY, None)
+    if raw is None or raw.dtype != torch.uint8 or raw.ndim != 1:
+        raise CheckpointError(
+            f"{path} has no {STATE_CONFIG_KEY!r} entry: it is not the state_dict of a symwrap wrapper (a folder "
+            "written by Trainer.save_model of a wrapped model, or by safetensors.torch.save_file(wrapped.state_dict()))"
+        )
+    try:
+        document = json.loads(bytes(raw.tolist()).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: its {STATE_CONFIG_KEY!r} entry is corrupt ({exc})") from None
+    if document.get("unsaved"):
+        raise CheckpointError(
+            f"{path} was saved from a wrapper with an option JSON cannot hold; rebuild it with symwrap.wrap(...) "
+            "and load the file with wrapped.load_state_dict(safetensors.torch.load_file(path))"
+        )
+    _check_document(path, document)
+    saved = document["wrap"]
+    _expect(path, "group", saved["group"], group)
+    _expect(path, "method", saved["method"], method)
+    base_info = document.get("base_model") or {}
+    if base_model is None:
+        base_model = _build_hf_base(path, base_info)
+    elif base_info.get("class") != f"{type(base_model).__module__}.{type(base_model).__qualname__}":
+        raise CheckpointError(
+            f"base model mismatch: {path} was saved with a {base_info.get('class')}, but a "
+            f"{type(base_model).__module__}.{type(base_model).__qualname__} was given. Pass the same architecture."
+        )
+    model = _rewrap(base_model, path, document, options)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        missing, unexpected = result.missing_keys[:5], result.unexpected_keys[:5]
+        raise CheckpointError(
+            f"{path} does not fit the rebuilt wrapper: missing {missing or 'nothing'}, unexpected "
+            f"{unexpected or 'nothing'}. Pass the base model architecture it was saved with."
+        )
     return model.eval()
+
+
+def _build_hf_base(path: Path, base_info: dict[str, Any]) -> nn.Module:
+    """An HF model of the saved class from the saved config (random init; the caller loads the weights)."""
+    import importlib
+
+    class_path, hf_config = base_info.get("class"), base_info.get("hf_config")
+    if not isinstance(class_path, str) or not class_path.startswith("transformers.") or not isinstance(hf_config, dict):
+        raise CheckpointError(
+            f"{path} was saved with a {class_path} base model, which symwrap can rebuild only for Hugging Face "
+            "transformers models: pass its architecture, SymmetrizedModel.from_pretrained(directory, "
+            "base_model=<a model of that class>) (the weights come from the folder)"
+        )
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        from transformers import PreTrainedModel
+
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: cannot import the base model class {class_path} ({exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
+        raise CheckpointError(f"{path}: {class_path} is not a transformers PreTrainedModel")
+    return cls(cls.config_class.from_dict(hf_config))
 
 
 def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(
-            f"{path} not found: a directory written by save_pretrained holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+            f"{path} not found: a directory written by save_pretrained holds {CONFIG_NAME} and {WEIGHTS_NAME} "
+            f"(one written by Trainer.save_model holds {STATE_NAME})"
         )
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is corrupt (not valid JSON: {exc}); save the model again") from None
+    _check_document(path, document)
+    return document
+
+
+def _check_document(path: Path, document: Any) -> None:
     if (
         not isinstance(document, dict)
         or document.get("format") != "symwrap"
@@ -190,7 +350,6 @@ def _read_config(path: Path) -> dict[str, Any]:
     missing = [key for key in ("group", "method") if not isinstance(document["wrap"].get(key), str)]
     if missing:
         raise CheckpointError(f"{path} is corrupt: its 'wrap' section has no {' or '.join(missing)} name")
-    return document
 
 
 def _expect(path: Path, what: str, saved: str, wanted: Any) -> None:

@@ -3,7 +3,7 @@
 Plain PyTorch underneath, and they work on a wrapper inside ``DistributedDataParallel``::
 
     model = symwrap.wrap(cnn, "rot90", "lambda_equitune", features="features")
-    params = symwrap.train.prepare(model, images[:2])  # builds the λ-net (its size is found on a forward)
+    params = symwrap.train.prepare(model, images[:2])  # builds the λ-net (a named submodule's width needs a forward)
     ddp = torch.nn.parallel.DistributedDataParallel(model)  # after prepare: DDP needs every parameter built
     optimizer = torch.optim.Adam(params, lr=3e-3)
     for x, y in loader:
@@ -17,6 +17,7 @@ fine-tuned head with the base model's own tools.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,18 +43,27 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in unwrap_parallel(model).parameters() if p.requires_grad]
 
 
-def prepare(model: nn.Module, example_input: Tensor, *, train_head: str | None = None) -> list[nn.Parameter]:
+def prepare(model: nn.Module, example_input: Any = None, *, train_head: str | None = None) -> list[nn.Parameter]:
     """Get a wrapper ready for an optimizer (and DDP): build lazily-sized parts, optionally unfreeze the head.
+
+    Learned parts whose width the adapter knows are built by :func:`symwrap.wrap` already; a λ-net on a named
+    submodule (``features=``) or a separate ``feature_model`` needs one forward, which ``example_input`` gives.
 
     Args:
         model: A :class:`~symwrap.wrapper.SymmetrizedModel` (not yet inside DDP).
-        example_input: A few inputs ``(b, ...)``; one forward without gradients sizes the λ-net.
+        example_input: A few inputs (a tensor ``(b, ...)``, a tuple of positional or a dict of keyword
+            arguments); one forward without gradients, in eval mode, sizes the parts not built yet. Needed only
+            when some are.
         train_head: Dotted path of a base-model submodule to fine-tune too (``"head"``, ``"classifier"``).
 
     Returns:
         The trainable parameters (give them to the optimizer).
+
+    Raises:
+        ConfigError: ``model`` is not a wrapper; a learned part is unbuilt and no ``example_input`` was given; the
+            method has nothing to train and no ``train_head``.
     """
-    from symwrap.wrapper import SymmetrizedModel
+    from symwrap.wrapper import SymmetrizedModel, build_from_example
 
     if not isinstance(model, SymmetrizedModel):
         raise ConfigError(
@@ -70,10 +80,15 @@ def prepare(model: nn.Module, example_input: Tensor, *, train_head: str | None =
                 f"submodules: {names})"
             ) from None
         head.requires_grad_(True)
-    was_training = model.training
-    with torch.no_grad():
-        model.eval()(example_input)
-    model.train(was_training)
+    unbuilt = model.method.unbuilt_parts()
+    if unbuilt:
+        if example_input is None:
+            raise ConfigError(
+                f"prepare(): method {model.method.name!r} has learned parts only a forward can size "
+                f"({', '.join(unbuilt)}); pass example_input=<a few inputs>, e.g. "
+                "symwrap.train.prepare(wrapped, images[:2])"
+            )
+        build_from_example(model, example_input)
     params = trainable_parameters(model)
     if not params:
         raise ConfigError(

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import inspect
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+import types
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +23,7 @@ from symwrap.adapters.torch import release_captures
 from symwrap.caches import keep_newest
 from symwrap.chunking import ChunkTuner
 from symwrap.engine import ChunkSize, OrbitEngine
-from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
+from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError, UnsymmetrizedCallError
 from symwrap.export import recorded_call
 from symwrap.fast_path import UNFINISHED, FastPath, FastPathKey, Replanned, fast_path_key
 from symwrap.groups.base import Group
@@ -40,7 +44,7 @@ _ACTIONS: dict[str, type[Action]] = {
 
 
 #: Attributes a fast path was built from (:mod:`symwrap.fast_path`): setting one forgets them.
-_PLANNED_BY = frozenset({"base_model", "method", "group", "adapter", "input_action", "output_action", "config"})
+_PLANNED_BY = frozenset({"base_model", "method", "group", "adapter", "input_action", "output_action", "symwrap_config"})
 
 
 @dataclass
@@ -161,6 +165,46 @@ def _check_max_memory(max_memory: int | str | None, chunk_size: ChunkSize) -> in
     return size
 
 
+class _SignedForward:
+    """``SymmetrizedModel.forward`` as a descriptor: ``wrapped.forward`` is a bound method whose signature is the
+    base model's (as the adapter gives it), so code that inspects it (HF ``Trainer``'s column filter and loss
+    keywords, ``torch.export``) sees the arguments the wrapper really takes. ``SymmetrizedModel.forward`` (on the
+    class) is the plain function, with ``labels=`` in its signature (HF ``Trainer`` finds its label names there).
+
+    The signed copy of the function (same code, its own ``__signature__``) is made once per wrapper and kept in a
+    weak map, not on the wrapper: the wrapper's own state stays what ``nn.Module`` pickles and copies.
+    """
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+        functools.update_wrapper(self, function)
+        params = list(inspect.signature(function).parameters.values())
+        labels = inspect.Parameter("labels", inspect.Parameter.KEYWORD_ONLY, default=None)
+        function.__signature__ = inspect.Signature([*params[:-1], labels, params[-1]])  # type: ignore[attr-defined]
+        self._signed: weakref.WeakKeyDictionary[nn.Module, Callable[..., Any]] = weakref.WeakKeyDictionary()
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self.function
+        signed = self._signed.get(instance)
+        if signed is None:
+            signed = self._signed[instance] = self._sign(instance)
+        return types.MethodType(signed, instance)
+
+    def _sign(self, instance: Any) -> Callable[..., Any]:
+        f = self.function
+        signed = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+        functools.update_wrapper(signed, f)
+        self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        try:
+            base = instance.adapter.forward_signature()
+        except (TypeError, ValueError):  # a model whose signature inspect cannot read: the generic one
+            base = None
+        if base is not None:
+            signed.__signature__ = base.replace(parameters=[self_param, *base.parameters.values()])
+        return signed
+
+
 class SymmetrizedModel(nn.Module):
     """A model made invariant or equivariant by a method over a group. Built by :func:`wrap`.
 
@@ -171,7 +215,8 @@ class SymmetrizedModel(nn.Module):
         adapter: The :class:`Adapter` that calls the base model.
         input_action: How elements move the inputs.
         output_action: How outputs are pulled back (``None`` for invariant outputs).
-        config: The :class:`WrapConfig`.
+        symwrap_config: The :class:`WrapConfig`: what :func:`wrap` was asked for (peft's ``peft_config``).
+        config: The base model's own config (``wrapped.config.id2label``), where it has one.
         engine: The :class:`OrbitEngine` (its ``tuner`` holds the measured chunk sizes).
     """
 
@@ -192,7 +237,7 @@ class SymmetrizedModel(nn.Module):
         self.adapter = adapter
         self.input_action = input_action
         self.output_action = output_action
-        self.config = config
+        self.symwrap_config = config
         device = _weights_device(base_model)
         if device is not None:  # symwrap's learned parts (canonicalizer, λ-net) start where the base's weights are
             method.to(device)
@@ -201,8 +246,14 @@ class SymmetrizedModel(nn.Module):
         self._symmetrize = True
         self._sized_groups: dict[tuple[int, ...], Group] = {}
 
+    @_SignedForward
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Call the base model on the planned copies of the input and combine the outputs.
+
+        ``wrapped.forward``'s signature (``inspect.signature``) is the base model's, so HF ``Trainer`` keeps the
+        dataset columns the base model takes (``remove_unused_columns=True``) and sees its ``labels``. With the
+        targets an adapter knows (HF ``labels=``), the loss is computed from the *combined* output, with the base
+        model's loss semantics (:meth:`Adapter.loss`), never as a mean of per-copy losses.
 
         Takes exactly the base model's arguments; returns its output type (``SymmetrizedOutput`` when
         the method reports standard errors). Under ``torch.autocast`` the base model's forwards run in the
@@ -213,10 +264,17 @@ class SymmetrizedModel(nn.Module):
         """
         if not self._symmetrize:
             return self.base_model(*args, **kwargs)
+        targets = self.adapter.split_targets(args, kwargs)
+        if targets is not None:
+            args, kwargs, labels = targets
         if torch.is_inference_mode_enabled():
             with torch.inference_mode(False), torch.no_grad():
-                return self._symmetrized(args, kwargs)
-        return self._symmetrized(args, kwargs)
+                result = self._symmetrized(args, kwargs)
+        else:
+            result = self._symmetrized(args, kwargs)
+        if targets is None:
+            return result
+        return self.adapter.with_loss(result, labels, self.symwrap_config.reduce)
 
     def _symmetrized(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """:meth:`forward` of a symmetrizing call: the fast path when it applies, else the general one."""
@@ -266,8 +324,8 @@ class SymmetrizedModel(nn.Module):
                 self.input_action,
                 self.output_action,
                 plan,
-                reduce=self.config.reduce,
-                class_dim=self.config.class_dim,
+                reduce=self.symwrap_config.reduce,
+                class_dim=self.symwrap_config.class_dim,
                 second_moment=self.method.wants_second_moment,
                 method=self.method,
             )
@@ -334,7 +392,7 @@ class SymmetrizedModel(nn.Module):
         if eligible:
             batch, copies = plan.elements.shape[:2]
             src = self.engine.row_map(batch, copies, key[2])[0]
-            action, config = self.input_action, self.config
+            action, config = self.input_action, self.symwrap_config
             if planned:
 
                 def planner(x: Tensor) -> Plan:
@@ -409,39 +467,133 @@ class SymmetrizedModel(nn.Module):
             self.base_model.eval()
         return self
 
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        state_dict: dict[str, Tensor] | None = None,
+        safe_serialization: bool = True,
+        is_main_process: bool = True,
+        **unsupported: Any,
+    ) -> None:
         """Write ``symwrap_config.json`` and symwrap's own learned weights (safetensors), never the base model.
 
+        Takes the keyword arguments Hugging Face's ``Trainer`` and ``PreTrainedModel.save_pretrained`` callers pass.
         See :func:`symwrap.saving.save_pretrained`.
+
+        Args:
+            directory: Where to write (created if needed).
+            state_dict: The wrapper's state to save instead of its current one (keys as in ``self.state_dict()``;
+                symwrap's learned weights are its ``method.*`` entries).
+            safe_serialization: Must be ``True``: symwrap writes safetensors only, never a pickle.
+            is_main_process: ``False`` writes nothing (the other ranks of a distributed run).
+            **unsupported: Any other keyword raises :class:`~symwrap.errors.ConfigError` naming it.
         """
         from symwrap.saving import save_pretrained
 
-        save_pretrained(self, directory)
+        if unsupported:
+            raise ConfigError(
+                f"save_pretrained got unsupported keyword argument(s) {', '.join(sorted(unsupported))}; it takes "
+                "directory, state_dict=, safe_serialization=True and is_main_process=. To push the base model "
+                "alone, call wrapped.base_model.save_pretrained(...) or wrapped.base_model.push_to_hub(...)."
+            )
+        if safe_serialization is not True:
+            raise ConfigError(
+                f"save_pretrained(safe_serialization={safe_serialization!r}): symwrap writes safetensors only, never "
+                "a pickle; pass safe_serialization=True or leave it out."
+            )
+        if not is_main_process:
+            return
+        save_pretrained(self, directory, state_dict=state_dict)
 
     @classmethod
-    def from_pretrained(
-        cls, base_model: nn.Module, directory: str | os.PathLike[str], **options: Any
-    ) -> SymmetrizedModel:
-        """Wrap ``base_model`` as saved in ``directory`` and load the learned weights.
+    def from_pretrained(cls, *where: Any, base_model: nn.Module | None = None, **options: Any) -> SymmetrizedModel:
+        """Rebuild a saved wrapper: ``from_pretrained(directory, base_model=...)`` or ``from_pretrained(base_model,
+        directory)``.
 
-        See :func:`symwrap.saving.from_pretrained` (``group=``/``method=`` check what the directory holds;
-        other options, such as ``feature_model=``, go to :func:`wrap`).
+        A ``save_pretrained`` folder holds symwrap's weights only: pass the base model it was saved with. A folder
+        written by HF ``Trainer.save_model`` holds the whole wrapper: ``from_pretrained(directory)`` rebuilds an HF
+        base model from the saved class and config; any other base model is passed for its architecture.
+        See :func:`symwrap.saving.from_pretrained` (``group=``/``method=`` check what the directory holds; other
+        options, such as ``feature_model=``, go to :func:`wrap`).
         """
         from symwrap.saving import from_pretrained
 
+        if len(where) == 2 and isinstance(where[0], nn.Module) and base_model is None:
+            base_model, directory = where
+        elif len(where) == 1 and not isinstance(where[0], nn.Module):
+            directory = where[0]
+        else:
+            raise ConfigError(
+                "from_pretrained takes the directory, SymmetrizedModel.from_pretrained(directory, base_model=...), "
+                f"or the base model and the directory; got {len(where)} positional argument(s)"
+            )
         return from_pretrained(base_model, directory, **options)
 
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
+        """``nn.Module.state_dict``, plus the wrapper's config as a ``uint8`` tensor ``symwrap_config`` (JSON bytes),
+        so a folder written from the state dict alone (HF ``Trainer.save_model``) is rebuilt by
+        :meth:`from_pretrained` in one call. Left out with ``keep_vars=True`` (tracers and sharding want
+        parameters and buffers only); loading ignores it."""
+        from symwrap.saving import STATE_CONFIG_KEY, state_config_tensor
+
+        state = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        if not keep_vars:
+            state[prefix + STATE_CONFIG_KEY] = state_config_tensor(self)
+        return state
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        from symwrap.saving import STATE_CONFIG_KEY
+
+        state_dict.pop(prefix + STATE_CONFIG_KEY, None)  # a description, not a weight
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """Symmetrized generation where the adapter provides it (HF causal LMs: ``symwrap_transformers.generation``);
+        otherwise :class:`~symwrap.errors.UnsymmetrizedCallError` naming ``wrapped.base_model.generate``."""
+        door = self.adapter.door("generate")
+        if door.kind == "symmetrized":
+            assert door.implementation is not None
+            return door.implementation(self, *args, **kwargs)
+        if callable(getattr(self.base_model, "generate", None)):
+            raise UnsymmetrizedCallError(
+                f"wrapped.generate(...) is refused: {door.reason or 'the adapter has no symmetrized generation'}. "
+                "Call wrapped.base_model.generate(...) for the base model's own (unsymmetrized) generation."
+            )
+        raise UnsymmetrizedCallError(
+            f"wrapped.generate(...): the {type(self.base_model).__name__} has no generate method "
+            "(wrapped.base_model.generate does not exist) and adapter "
+            f"{self.adapter.name!r} generates nothing for it; call wrapped(...) for the symmetrized output."
+        )
+
     def __getattr__(self, name: str) -> Any:
+        """The base model's attributes through the wrapper: data (configs, ``num_classes``, ``device``...) and
+        submodules as they are; its methods through the adapter's door policy (:meth:`Adapter.door`): symmetrized,
+        passed through (methods that compute nothing from inputs), or refused when called."""
         try:
             return super().__getattr__(name)
         except AttributeError:
             # Never forward during construction/unpickling (no base model yet) or for dunder lookups.
             if name == "base_model" or name.startswith("__") or "_modules" not in self.__dict__:
                 raise
-            return getattr(self.base_model, name)
+            if name == "config" and not hasattr(self.base_model, "config"):
+                raise AttributeError(
+                    f"wrapped.config is the base model's config, and this {type(self.base_model).__name__} has none; "
+                    "symwrap's own options are wrapped.symwrap_config"
+                ) from None
+            value = getattr(self.base_model, name)
+            if not _is_method(value) or name.startswith("_"):  # doors govern the public methods
+                return value
+            door = self.adapter.door(name)
+            if door.kind == "passthrough":
+                return value
+            if door.kind == "symmetrized":
+                assert door.implementation is not None
+                return functools.partial(door.implementation, self)
+            return _RefusedMethod(name, door.reason)
 
     def extra_repr(self) -> str:
-        return f"group={self.group.name!r}, method={self.method.name!r}, output={self.config.output!r}"
+        return f"group={self.group.name!r}, method={self.method.name!r}, output={self.symwrap_config.output!r}"
 
 
 def wrap(
@@ -459,6 +611,7 @@ def wrap(
     input: Selector | Sequence[Selector] | None = None,
     select: Selector | Sequence[Selector] | None = None,
     group_options: dict[str, Any] | None = None,
+    example_input: Any = None,
     **method_options: Any,
 ) -> SymmetrizedModel:
     """Make ``model`` invariant or equivariant to ``group`` with ``method``.
@@ -482,6 +635,11 @@ def wrap(
         input: The argument(s) the group acts on (position or name); default the first tensor argument.
         select: The output leaves to combine (``"logits"``, ``"0"``...); default every floating tensor.
         group_options: Options for a group given by name (``{"stride": 4}`` for ``shift``).
+        example_input: A few inputs (a tensor ``(b, ...)`` for the first argument, a tuple of positional arguments
+            or a dict of keyword arguments) for the learned parts whose size only a forward tells (a λ-net on
+            ``features="submodule"`` or a ``feature_model``): one forward without gradients, in eval mode, builds
+            them here, so ``wrapped.parameters()`` holds them before any call. Not needed where the adapter knows
+            the width (timm, transformers and open_clip models) or with ``feature_dim=``.
         **method_options: Options of the method (``samples=32, seed=0`` for ``monte_carlo``).
 
     Returns:
@@ -520,7 +678,56 @@ def wrap(
         action=action if isinstance(action, str) else None,
         max_memory=max_memory,
     )
-    return SymmetrizedModel(model, the_group, the_method, the_adapter, input_action, output_action, config)
+    the_method.build_learned(the_adapter, the_group, example_input)
+    wrapped = SymmetrizedModel(model, the_group, the_method, the_adapter, input_action, output_action, config)
+    if example_input is not None and the_method.unbuilt_parts():
+        build_from_example(wrapped, example_input)
+    return wrapped
+
+
+def build_from_example(wrapped: SymmetrizedModel, example_input: Any) -> None:
+    """One forward of ``example_input`` without gradients, in eval mode, to build the learned parts only a forward
+    can size (the wrapper's train/eval mode is restored afterwards).
+
+    Args:
+        wrapped: The wrapper.
+        example_input: A tensor (the first argument), a tuple of positional arguments or a dict of keyword
+            arguments.
+    """
+    if isinstance(example_input, dict):
+        args, kwargs = (), dict(example_input)
+    elif isinstance(example_input, tuple):
+        args, kwargs = example_input, {}
+    else:
+        args, kwargs = (example_input,), {}
+    was_training = wrapped.training
+    try:
+        with torch.no_grad():
+            wrapped.eval()(*args, **kwargs)
+    finally:
+        wrapped.train(was_training)
+
+
+def _is_method(value: Any) -> bool:
+    """A function or method (what a door governs), not data, a submodule or a class (those pass through)."""
+    return inspect.ismethod(value) or inspect.isfunction(value) or inspect.isbuiltin(value)
+
+
+class _RefusedMethod:
+    """What ``wrapped.<name>`` gives for a refused base-model method: callable, and raising when called (so
+    ``hasattr`` checks by training frameworks still see the attribute)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name, self.reason = name, reason
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnsymmetrizedCallError(
+            f"wrapped.{self.name}(...) is refused: {self.reason}. Call wrapped.base_model.{self.name}(...) for the "
+            "base model's raw, unsymmetrized result, or wrapped(...) for the symmetrized output."
+        )
+
+    def __repr__(self) -> str:
+        return f"<refused wrapped.{self.name}: call wrapped.base_model.{self.name} for the raw method>"
 
 
 def _weights_device(model: nn.Module) -> torch.device | None:

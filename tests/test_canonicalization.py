@@ -196,9 +196,9 @@ def test_configs_are_json_friendly_and_auto_builds_the_learned_canonicalizer_at_
 
     wrapped = symwrap.wrap(cnn, "rot90", "canonicalization")  # canonicalizer="auto"
     assert any(k.startswith("canonicalizer.") for k in wrapped.method.state_dict())
-    json.dumps(wrapped.config.to_dict())
+    json.dumps(wrapped.symwrap_config.to_dict())
     frames = symwrap.wrap(SetMLP(), "perm", "frame_averaging", sort_by=[0, 2], mask="mask")
-    assert json.loads(json.dumps(frames.config.to_dict()))["method_options"]["sort_by"] == [0, 2]
+    assert json.loads(json.dumps(frames.symwrap_config.to_dict()))["method_options"]["sort_by"] == [0, 2]
 
 
 @pytest.mark.parametrize("canonicalizer", ["auto", "learned"])

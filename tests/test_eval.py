@@ -376,7 +376,7 @@ def test_max_memory_reaches_the_wrapped_models(builtins_only: None, tmp_path: Pa
     results = _run(tmp_path, methods="plain,group_averaging", chunk_size="auto", max_memory="64MiB", limit=8)
     assert set(results["accuracy"]) >= {"plain", "group_averaging"}
     assert built and all(w.engine.tuner.memory.max_memory == 64 * 2**20 for w in built)
-    assert all(w.config.max_memory == 64 * 2**20 for w in built)
+    assert all(w.symwrap_config.max_memory == 64 * 2**20 for w in built)
 
 
 def test_max_memory_bad_input(builtins_only: None, tmp_path: Path) -> None:

@@ -129,8 +129,8 @@ def test_lambda_net_gradients_match_on_the_fast_path(use_feature_model: bool) ->
         options: dict[str, Any] = {"feature_model": nn.Sequential(nn.Flatten(), nn.Linear(192, 6))}
     else:
         options = {"features": "features"}
-    wrapped = symwrap.wrap(model, "d4", "lambda_equitune", chunk_size=None, **options).train()
-    general, general_grads = train_lambda_net_a_step(wrapped, x)  # builds the λ-net, learns the fast path
+    wrapped = symwrap.wrap(model, "d4", "lambda_equitune", chunk_size=None, example_input=x[:1], **options).train()
+    general, general_grads = train_lambda_net_a_step(wrapped, x)  # learns the fast path
     assert isinstance(fast_path_of(wrapped, x), FastPath)
     with torch.no_grad():  # a non-trivial λ-net: the last layer starts at zero (plain group averaging)
         for p in wrapped.method.lambda_net.parameters():

@@ -221,7 +221,7 @@ def test_wrapper_forwards_attributes_and_can_be_disabled(cnn: SmallCNN, images: 
         assert base is cnn
         assert_close(wrapped(images), cnn(images))
     assert not torch.allclose(wrapped(images), cnn(images))
-    assert "rot90" in repr(wrapped) and wrapped.config.method == "group_averaging"
+    assert "rot90" in repr(wrapped) and wrapped.symwrap_config.method == "group_averaging"
 
 
 def test_permutation_group_averaging_on_sets() -> None:

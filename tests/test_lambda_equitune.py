@@ -59,8 +59,8 @@ def _weights(wrapped: symwrap.SymmetrizedModel, x: torch.Tensor) -> torch.Tensor
 @pytest.mark.parametrize("positive", ["softplus", "exp"])
 @pytest.mark.parametrize("name", EXACT_IMAGE_GROUPS)
 def test_constant_lambda_equals_group_averaging(name: str, positive: str, cnn: SmallCNN, images: torch.Tensor) -> None:
-    wrapped = symwrap.wrap(cnn, name, "lambda_equitune", features="features", positive=positive)
-    wrapped(images)  # builds the λ-net; its last layer starts at zero, so λ is constant
+    # example_input builds the λ-net at wrap time; its last layer starts at zero, so λ is constant
+    wrapped = symwrap.wrap(cnn, name, "lambda_equitune", features="features", positive=positive, example_input=images)
     with torch.no_grad():
         wrapped.method.lambda_net.mlp[-1].bias.fill_(2.7)  # any constant λ, not just the initial one
     reference = symwrap.wrap(cnn, name, "group_averaging")(images)
@@ -158,7 +158,7 @@ def test_folded_layer_norm_of_the_compiled_lambda_net_matches_the_plain_form(
 
 def test_feature_model_gives_lambda_features_and_stays_frozen(cnn: SmallCNN, images: torch.Tensor) -> None:
     feature_model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Dropout(0.5))  # pooled over H, W
-    wrapped = symwrap.wrap(cnn, "rot90", "lambda_equitune", feature_model=feature_model)
+    wrapped = symwrap.wrap(cnn, "rot90", "lambda_equitune", feature_model=feature_model, example_input=images[:2])
     wrapped.train()
     wrapped(images)
     _randomize(wrapped.method)
@@ -202,7 +202,7 @@ def test_unwrap_removes_the_features_hook(through: str, cnn: SmallCNN, images: t
 
 def test_only_the_lambda_net_trains_and_modes_follow_the_wrapper(images: torch.Tensor) -> None:
     base = SmallCNN().train()
-    wrapped = symwrap.wrap(base, "rot90", "lambda_equitune", features="features", dropout=0.5)
+    wrapped = symwrap.wrap(base, "rot90", "lambda_equitune", features="features", dropout=0.5, example_input=images)
     assert not base.training and all(not p.requires_grad for p in base.parameters())
     wrapped(images)
     wrapped.train()
@@ -236,7 +236,7 @@ def test_weights_are_positive_and_finite_in_half_precision(positive: str, dtype:
 
 def test_bfloat16_model_gives_finite_invariant_outputs(images: torch.Tensor) -> None:
     base = SmallCNN().to(torch.bfloat16).eval()
-    wrapped = symwrap.wrap(base, "rot90", "lambda_equitune", features="features").to(torch.bfloat16)
+    wrapped = symwrap.wrap(base, "rot90", "lambda_equitune", features="features").to(torch.bfloat16).eval()
     x = images.to(torch.bfloat16)
     wrapped(x)
     _randomize(wrapped.method, 30.0)

@@ -235,10 +235,10 @@ def test_max_memory_round_trips_through_save_pretrained(tmp_path: Path) -> None:
     wrapped = symwrap.wrap(model, "rot90", max_memory="512MB")
     wrapped.save_pretrained(tmp_path)
     loaded = symwrap.SymmetrizedModel.from_pretrained(model, tmp_path)
-    assert loaded.config.max_memory == "512MB"
+    assert loaded.symwrap_config.max_memory == "512MB"
     assert loaded.engine.tuner.memory.max_memory == 512 * 10**6
     fixed = symwrap.SymmetrizedModel.from_pretrained(model, tmp_path, chunk_size=4)  # the cap is for "auto" only
-    assert fixed.config.max_memory is None and fixed.config.chunk_size == 4
+    assert fixed.symwrap_config.max_memory is None and fixed.symwrap_config.chunk_size == 4
 
 
 # ---------------------------------------------------------------------------------------------- bad input

@@ -55,7 +55,7 @@ def test_round_trip_of_methods_without_weights(
     wrapped.save_pretrained(tmp_path)
     assert load_file(str(tmp_path / WEIGHTS_NAME)) == {}
     loaded = symwrap.SymmetrizedModel.from_pretrained(cnn, tmp_path, method=method, group="rot90")
-    assert loaded.method.options_dict() == wrapped.method.options_dict() and loaded.config.reduce == "probs"
+    assert loaded.method.options_dict() == wrapped.method.options_dict() and loaded.symwrap_config.reduce == "probs"
     with torch.no_grad():
         assert_close(loaded(images), wrapped(images))
 
@@ -176,3 +176,110 @@ def test_lambda_net_of_another_size(saved: Path, cnn: SmallCNN) -> None:
     (saved / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=f"{saved / WEIGHTS_NAME} does not fit method 'lambda_equitune'"):
         symwrap.SymmetrizedModel.from_pretrained(cnn, saved)
+
+
+# ---------------------------------------------------------------------------------------------- doors: config, kwargs
+def test_config_is_the_base_models_and_symwrap_config_is_symwraps(cnn: SmallCNN) -> None:
+    wrapped = symwrap.wrap(cnn, "rot90")
+    assert isinstance(wrapped.symwrap_config, symwrap.WrapConfig) and wrapped.symwrap_config.group == "rot90"
+    with pytest.raises(AttributeError, match=r"SmallCNN has none; symwrap's own options are wrapped\.symwrap_config"):
+        wrapped.config  # noqa: B018
+    cnn.config = {"num_labels": 10}  # a base model with a config of its own: the wrapper shows it
+    assert wrapped.config is cnn.config
+
+
+def test_save_pretrained_takes_the_trainer_keywords(tmp_path: Path, cnn: SmallCNN, images: torch.Tensor) -> None:
+    wrapped = _trained_lambda(cnn, images)
+    state = {k: v.clone() for k, v in wrapped.state_dict().items()}
+    with torch.no_grad():  # the saved state is the one given, not the current one
+        wrapped.method.lambda_net.last.bias.add_(1.0)
+    wrapped.save_pretrained(tmp_path, state_dict=state, safe_serialization=True)
+    saved = load_file(str(tmp_path / WEIGHTS_NAME))
+    assert_close(saved["lambda_net.mlp.6.bias"], state["method.lambda_net.mlp.6.bias"], rtol=0, atol=0)
+    wrapped.save_pretrained(tmp_path / "other_rank", is_main_process=False)
+    assert not (tmp_path / "other_rank").exists()
+
+
+def test_save_pretrained_refuses_pickles_and_unknown_keywords(tmp_path: Path, cnn: SmallCNN) -> None:
+    wrapped = symwrap.wrap(cnn, "rot90")
+    with pytest.raises(ConfigError, match=r"safe_serialization=False\): symwrap writes safetensors only"):
+        wrapped.save_pretrained(tmp_path, safe_serialization=False)
+    with pytest.raises(ConfigError, match=r"unsupported keyword argument\(s\) push_to_hub; .*base_model\.push_to_hub"):
+        wrapped.save_pretrained(tmp_path, push_to_hub=True)
+    lam = symwrap.wrap(cnn, "rot90", "lambda_equitune", features="features", feature_dim=8)
+    with pytest.raises(ConfigError, match=r"lacks symwrap's learned weights method\.lambda_net"):
+        lam.save_pretrained(tmp_path, state_dict={})
+
+
+def test_folder_of_format_version_1_still_loads(tmp_path: Path, cnn: SmallCNN, images: torch.Tensor) -> None:
+    """A folder as written before ``symwrap_config`` existed (format 1: no base-model config) loads unchanged."""
+    from safetensors.torch import save_file
+
+    from symwrap.saving import _describe
+
+    wrapped = _trained_lambda(cnn, images)
+    document = {
+        "format": "symwrap",
+        "format_version": 1,
+        "wrap": {
+            "group": "d4",
+            "method": "lambda_equitune",
+            "output": "invariant",
+            "chunk_size": "auto",
+            "reduce": "logits",
+            "class_dim": -1,
+            "adapter": "torch",
+            "input": None,
+            "select": None,
+            "method_options": wrapped.method.options_dict(),
+            "group_options": {},
+            "action": None,
+            "max_memory": None,
+        },
+        "base_model": _describe(cnn),
+        "feature_model": None,
+        "weights": WEIGHTS_NAME,
+    }
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(document))
+    save_file({k: v.contiguous() for k, v in wrapped.method.state_to_save().items()}, str(tmp_path / WEIGHTS_NAME))
+    loaded = symwrap.SymmetrizedModel.from_pretrained(copy.deepcopy(cnn), tmp_path)
+    assert loaded.symwrap_config.group == "d4"
+    assert_close(loaded(images), wrapped.eval()(images), rtol=1e-6, atol=1e-6)  # chunk_size="auto" may chunk otherwise
+
+
+# ---------------------------------------------------------------------------------------------- whole-state folders
+def test_state_dict_folder_rebuilds_with_the_base_models_weights(
+    tmp_path: Path, cnn: SmallCNN, images: torch.Tensor
+) -> None:
+    """What HF Trainer.save_model writes for a wrapper: model.safetensors = wrapped.state_dict() (config included)."""
+    from safetensors.torch import save_file
+
+    from symwrap.saving import STATE_CONFIG_KEY, STATE_NAME
+
+    wrapped = _trained_lambda(cnn, images, chunk_size=4)
+    with torch.no_grad():
+        cnn.head.weight.add_(1.0)  # a fine-tuned base: its weights travel with the folder
+    state = wrapped.state_dict()
+    assert state[STATE_CONFIG_KEY].dtype == torch.uint8 and STATE_CONFIG_KEY not in wrapped.state_dict(keep_vars=True)
+    save_file(state, str(tmp_path / STATE_NAME))
+    with pytest.raises(CheckpointError, match=r"rebuild only for Hugging Face transformers models: pass .*base_model="):
+        symwrap.SymmetrizedModel.from_pretrained(tmp_path)
+    loaded = symwrap.SymmetrizedModel.from_pretrained(tmp_path, base_model=SmallCNN())  # an architecture only
+    assert_close(loaded.base_model.head.weight, cnn.head.weight, rtol=0, atol=0)
+    assert loaded.symwrap_config.chunk_size == 4 and not loaded.training
+    assert_close(loaded(images), wrapped.eval()(images), rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match=r"saved with a tests\.conftest\.SmallCNN, but a .*DenseCNN was given"):
+        symwrap.SymmetrizedModel.from_pretrained(tmp_path, base_model=DenseCNN())
+
+
+def test_a_plain_state_file_is_not_taken_for_a_wrapper(tmp_path: Path, cnn: SmallCNN) -> None:
+    from safetensors.torch import save_file
+
+    save_file(cnn.state_dict(), str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"no 'symwrap_config' entry: it is not the state_dict of a symwrap"):
+        symwrap.SymmetrizedModel.from_pretrained(tmp_path, base_model=cnn)
+
+
+def test_save_pretrained_folder_needs_the_base_model(saved: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"symwrap's own weights only.*from_pretrained\(directory, base_model="):
+        symwrap.SymmetrizedModel.from_pretrained(saved)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
 import torch
@@ -14,7 +15,7 @@ from symwrap.autocast import AutocastState
 from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
 from symwrap.nested import TreeSpec, tree_map
 
-__all__ = ["Adapter", "BoundCall", "Selector"]
+__all__ = ["DOOR_KINDS", "Adapter", "BoundCall", "Door", "Selector"]
 
 #: An argument or output selector: a positional index, a keyword / field name, or a dotted path.
 Selector = Union[int, str]
@@ -99,6 +100,22 @@ class BoundCall:
             for k, v in self.kwargs.items()
         }
         return args, kwargs
+
+
+#: What a door (a base-model method reached through the wrapper) does: "symmetrized" (the adapter's
+#: implementation, called as ``implementation(wrapped, *args, **kwargs)``), "passthrough" (the base model's
+#: method, for methods that do not compute from inputs: configuration, structure, checkpointing switches) or
+#: "refused" (calling it raises :class:`~symwrap.errors.UnsymmetrizedCallError` with ``reason``).
+DOOR_KINDS = ("symmetrized", "passthrough", "refused")
+
+
+@dataclass(frozen=True)
+class Door:
+    """How the wrapper answers ``wrapped.<name>`` for a method of the base model (see :data:`DOOR_KINDS`)."""
+
+    kind: str
+    implementation: Callable[..., Any] | None = None
+    reason: str = ""
 
 
 class Adapter:
@@ -210,6 +227,74 @@ class Adapter:
         The default accepts every group; backbone adapters override it, e.g. a timm ViT with a fixed
         non-square input size cannot take 90°-rotated copies.
         """
+
+    # ------------------------------------------------------------------ doors (the base model's own methods)
+    def symmetrized_methods(self) -> dict[str, Callable[..., Any]]:
+        """Base-model method names with a symmetrized implementation ``f(wrapped, *args, **kwargs)``."""
+        return {}
+
+    def refused_methods(self) -> dict[str, str]:
+        """Base-model method names refused with a specific reason (what it would do, what to call instead)."""
+        return {}
+
+    def passthrough_methods(self) -> frozenset[str]:
+        """Base-model method names that do not compute from inputs (configuration, structure, switches): the
+        wrapper hands out the base model's own method."""
+        return frozenset()
+
+    def door(self, name: str) -> Door:
+        """The door for the base model's method ``name``: symmetrized, passed through, or refused. Names no list
+        holds are refused: a method a new version of the base model adds never reaches it unsymmetrized."""
+        symmetrized = self.symmetrized_methods().get(name)
+        if symmetrized is not None:
+            return Door("symmetrized", symmetrized)
+        reason = self.refused_methods().get(name)
+        if reason is not None:
+            return Door("refused", reason=reason)
+        if name in self.passthrough_methods():
+            return Door("passthrough")
+        return Door(
+            "refused",
+            reason=f"it would run the base model's {name} on the inputs as given, unsymmetrized, and adapter "
+            f"{self.name!r} has no symmetrized version of it",
+        )
+
+    # ------------------------------------------------------------------ signature and targets (training doors)
+    def forward_signature(self) -> inspect.Signature | None:
+        """The signature the wrapper's ``forward`` shows (default: the model's ``forward``'s), for code that
+        inspects it: HF ``Trainer`` keeps the dataset columns it names."""
+        return inspect.signature(self.model.forward)
+
+    def split_targets(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]] | None:
+        """Take the training targets out of a call (``labels=`` of an HF model), so the copies run without them and
+        :meth:`with_loss` computes the loss from the combined output. ``None``: the call has none (default: no
+        adapter-level targets; every argument goes to the model).
+
+        Returns:
+            ``(args, kwargs, targets)``: the call without the targets, and the targets by name.
+        """
+        return None
+
+    def with_loss(self, output: Any, targets: dict[str, Any], reduce: str) -> Any:
+        """``output`` (the combined output) with the loss of the symmetrized prediction against ``targets``
+        (only called when :meth:`split_targets` found targets)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ widths of learned parts (built at wrap time)
+    def feature_width(self) -> int | None:
+        """``D``, the width of the features :meth:`features_and_output` returns, when the model says it without a
+        forward (timm ``num_features``, an HF head's input size); ``None`` when only a forward can tell.
+
+        :func:`symwrap.wrap` builds a λ-net of this width at once, so it is among ``wrapped.parameters()`` before the
+        first call (an optimizer made right after ``wrap`` trains it).
+        """
+        return None
+
+    def input_channels(self) -> int | None:
+        """``C`` of the images ``(B, C, H, W)`` the model takes, when it says so (for a learned canonicalizer)."""
+        return None
 
     # ------------------------------------------------------------------ features (λ-equitune)
     def features_and_output(self, call: BoundCall, acted_rows: list[Tensor], src: Tensor) -> tuple[Tensor, Any]:

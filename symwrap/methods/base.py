@@ -129,6 +129,14 @@ class Method(nn.Module):
     def attach(self, model: nn.Module, adapter: Any) -> None:
         """Called once by :func:`symwrap.wrap` with the base model and its adapter (to freeze it, check a split)."""
 
+    def build_learned(self, adapter: Any, group: Group, example_input: Any = None) -> None:
+        """Build the learned parts whose sizes the adapter (or ``example_input``, the input ``wrap`` was given)
+        tells, so they exist from :func:`symwrap.wrap` on (called once by ``wrap``; default: nothing to build)."""
+
+    def unbuilt_parts(self) -> list[str]:
+        """Learned parts not built yet because only a forward can size them (default: none)."""
+        return []
+
     @property
     def keeps_base_in_eval(self) -> bool:
         """Whether the wrapper keeps the base model in eval mode even in ``train()`` (frozen backbones)."""

@@ -27,7 +27,7 @@ Canonicalizers (``canonicalizer=``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,9 @@ ESTIMATORS = ("straight_through", "gumbel")
 @dataclass
 class CanonicalizationOptions:
     canonicalizer: str = option("auto", f"one of {', '.join(CANONICALIZERS)}")
-    in_channels: int = option(3, "learned: channels of the input images")
+    in_channels: int | None = option(
+        None, "learned: channels of the input images (None: the adapter's, else wrap's example_input's, else 3)"
+    )
     size: int = option(32, "learned: images are average-pooled to at most size×size before scoring")
     hidden: int = option(16, "learned: channels of the scoring CNN")
     estimator: str = option(
@@ -85,6 +87,8 @@ class CanonicalizationOptions:
         )
         for name in ("in_channels", "size", "hidden"):
             value = getattr(self, name)
+            if name == "in_channels" and value is None:
+                continue
             require(isinstance(value, int) and value >= 1, name, f"must be an int >= 1, got {value!r}")
         require(
             isinstance(self.temperature, (int, float)) and self.temperature > 0,
@@ -118,12 +122,26 @@ class Canonicalization(Method):
         self._kinds: dict[tuple, tuple[Group, str]] = {}
         self._scoring: dict[tuple, tuple[Group, MatrixGroup]] = {}
         self._frames: dict[tuple, tuple[Group, PCAFrame]] = {}
-        if self.options.canonicalizer == "learned":
+        if self.options.canonicalizer == "learned" and self.options.in_channels is not None:
             self._build_learned()
 
     def _build_learned(self) -> None:
         o = self.options
+        if o.in_channels is None:
+            o.in_channels = 3
         self.canonicalizer = LearnedCanonicalizer(o.in_channels, o.size, o.hidden)
+
+    def build_learned(self, adapter: Any, group: Group, example_input: Any = None) -> None:
+        """Build the learned canonicalizer for the images' channels: ``in_channels=`` when given, else the
+        adapter's (timm, HF ``num_channels``, open_clip), else ``example_input``'s ``C`` of ``(B, C, H, W)``, else 3."""
+        if self._kind(group) != "learned" or self.canonicalizer is not None:
+            return
+        if self.options.in_channels is None:
+            channels = adapter.input_channels()
+            if channels is None and isinstance(example_input, Tensor) and example_input.ndim == 4:
+                channels = int(example_input.shape[1])
+            self.options.in_channels = channels
+        self._build_learned()
 
     # ------------------------------------------------------------------ group checks
     def _kind(self, group: Group) -> str:
@@ -175,8 +193,6 @@ class Canonicalization(Method):
         kind = self._kind(group)
         if kind == "learned":
             self._scoring_group(group)
-            if self.canonicalizer is None:
-                self._build_learned()
         self._group = group
 
     # ------------------------------------------------------------------ plans
@@ -230,6 +246,8 @@ class Canonicalization(Method):
     def _learned_plan(self, x: Tensor, group: Group) -> Plan:
         scoring = self._scoring_group(group)
         elements = scoring.elements_on(x.device)  # cached per device: the canonicalizer caches its gather on it
+        if self.canonicalizer is None:  # a method used on its own, outside symwrap.wrap
+            self._build_learned()
         assert self.canonicalizer is not None
         scores = self.canonicalizer(x, scoring, elements)  # (B, |G|)
         batch = x.shape[0]

@@ -42,7 +42,9 @@ class LambdaEquituneOptions:
     features: str | None = option(
         None, "dotted path of the submodule whose output are the λ features (e.g. 'features' or 'backbone.pool')"
     )
-    feature_dim: int | None = option(None, "size D of the features (None: found on the first forward)")
+    feature_dim: int | None = option(
+        None, "size D of the features (None: from the adapter at wrap time, else from wrap's example_input)"
+    )
     positive: str = option("softplus", "how λ is made positive: 'softplus' (+ min_lambda) or 'exp' (a softmax)")
     min_lambda: float = option(1e-4, "floor added to softplus(z), so Σ λ > 0 even when softplus underflows")
     dropout: float = option(0.0, "dropout in the λ-net (active in train mode only)")
@@ -208,6 +210,19 @@ class LambdaEquitune(GroupAveraging):
                 f"submodules: {names}), or pass a separate frozen feature model with feature_model=..."
             )
 
+    def build_learned(self, adapter: Any, group: Any, example_input: Any = None) -> None:
+        """Build the λ-net now when the adapter knows the feature width (its features, not a named submodule's or a
+        separate feature model's, whose widths only a forward tells)."""
+        if self.lambda_net is not None or self.feature_model is not None or self.options.features is not None:
+            return
+        width = adapter.feature_width()
+        if width is not None:
+            dtype = torch.float64 if _weights_dtype(adapter.model) == torch.float64 else torch.float32
+            self._build(int(width), torch.device("cpu"), dtype)
+
+    def unbuilt_parts(self) -> list[str]:
+        return ["lambda_net"] if self.lambda_net is None else []
+
     @property
     def keeps_base_in_eval(self) -> bool:
         return bool(self.options.freeze_base)
@@ -264,6 +279,8 @@ class LambdaEquitune(GroupAveraging):
         """
         net = self.lambda_net
         if net is None:
+            if self.training and torch.is_grad_enabled():
+                raise ConfigError(_UNBUILT_IN_TRAINING.format(source=self._feature_source()))
             dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
             net = self._build(features.shape[-1], features.device, dtype)
         elif features.shape[-1] != self.options.feature_dim:
@@ -272,6 +289,13 @@ class LambdaEquitune(GroupAveraging):
                 f"{features.shape[-1]}; use the same base/feature model the λ-net was trained with"
             )
         return float32_or_64(net(_like(features, net.last.weight)))
+
+    def _feature_source(self) -> str:
+        if self.feature_model is not None:
+            return f"feature_model={type(self.feature_model).__name__}"
+        if self.options.features is not None:
+            return f"features={self.options.features!r}"
+        return "the model"
 
     def reweigh(self, plan: Plan, values: list[Tensor], features: Tensor | None, class_dim: int = -1) -> Reweighing:
         """The normalised weights ``(B, k)`` from the copies' λ-net scores ``features`` ``(B, k, 1)`` (what
@@ -291,17 +315,35 @@ class LambdaEquitune(GroupAveraging):
     def lambdas(self, features: Tensor) -> Tensor:
         """Unnormalised ``λ`` ``(...)`` for features ``(..., D)`` (for inspection; the weights are normalised)."""
         if self.lambda_net is None:
-            raise ConfigError("the λ-net is not built yet: call the wrapped model once (or give feature_dim=...)")
+            raise ConfigError(
+                "the λ-net is not built yet: wrap with example_input=<a few inputs> (or feature_dim=D), or call "
+                "symwrap.train.prepare(wrapped, example_input)"
+            )
         scores = self.lambda_net(features).float()
         return scores.exp() if self.options.positive == "exp" else F.softplus(scores) + self.options.min_lambda
 
     def state_to_save(self) -> dict[str, Tensor]:
         if self.lambda_net is None:
             raise ConfigError(
-                "the λ-net is not built yet (its input size is found on the first forward): call the wrapped "
-                "model once, or wrap with feature_dim=..., before save_pretrained"
+                "the λ-net is not built yet (only a forward tells its input size): wrap with example_input=<a few "
+                "inputs> (or feature_dim=D), or call symwrap.train.prepare(wrapped, example_input), before "
+                "save_pretrained"
             )
         return {k: v for k, v in self.state_dict().items() if not k.startswith("feature_model.")}
+
+
+_UNBUILT_IN_TRAINING = (
+    "lambda_equitune's λ-net is not built: the width D of the features from {source} is only known after a "
+    "forward, and building it now, inside a training-mode call, would leave it out of any optimizer made before "
+    "(HF Trainer, Lightning's configure_optimizers, a plain loop): it would never train. Pass "
+    "example_input=<a few inputs> to symwrap.wrap (or feature_dim=D), or call "
+    "symwrap.train.prepare(wrapped, example_input) before making the optimizer."
+)
+
+
+def _weights_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of ``model``'s first floating-point parameter (``None`` without one)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
 
 
 def _like(x: Tensor, reference: Tensor) -> Tensor:

@@ -20,6 +20,24 @@ def is_open_clip_model(model: Any) -> bool:
     return isinstance(model, nn.Module) and module.startswith("open_clip.") and hasattr(model, "encode_image")
 
 
+#: open_clip methods that compute nothing from images: tower locks, optimizer groups, switches, and the text
+#: encoder (the group acts on images only, so text features are the same with or without the wrapper).
+_PASSTHROUGH = frozenset(
+    {"lock_image_tower", "lock_text_tower", "no_weight_decay", "set_grad_checkpointing", "smart_apply", "encode_text"}
+)
+_IMAGE_FEATURES = (
+    "it encodes the images as given, unsymmetrized; the invariant image features are wrapped(image, text)"
+    ".image_features (combined over the group), or wrap a symwrap_open_clip.ZeroShotClassifier for logits"
+)
+_REFUSED = {
+    "encode_image": _IMAGE_FEATURES,
+    "image_features": _IMAGE_FEATURES,
+    "features_and_output": _IMAGE_FEATURES,
+    "get_logits": _IMAGE_FEATURES,
+    "forward_intermediates": _IMAGE_FEATURES,
+}
+
+
 class OpenCLIPAdapter(Adapter):
     """Calls open_clip models and :class:`symwrap_open_clip.ZeroShotClassifier`.
 
@@ -47,6 +65,26 @@ class OpenCLIPAdapter(Adapter):
 
     def default_outputs(self) -> tuple[str, ...]:
         return _IMAGE_OUTPUTS if is_open_clip_model(self.model) else ()
+
+    def passthrough_methods(self) -> frozenset[str]:
+        return _PASSTHROUGH
+
+    def refused_methods(self) -> dict[str, str]:
+        return _REFUSED
+
+    def _visual(self) -> nn.Module | None:
+        model = self.model if is_open_clip_model(self.model) else getattr(self.model, "model", None)
+        return getattr(model, "visual", None)
+
+    def feature_width(self) -> int | None:
+        """``D`` of the image embeddings: the visual tower's ``output_dim``."""
+        width = getattr(self._visual(), "output_dim", None)
+        return width if isinstance(width, int) else None
+
+    def input_channels(self) -> int | None:
+        visual = self._visual()
+        conv = None if visual is None else next((m for m in visual.modules() if isinstance(m, nn.Conv2d)), None)
+        return None if conv is None else int(conv.in_channels)
 
     def features_and_output(self, call: BoundCall, acted_rows: list[Tensor], src: Tensor) -> tuple[Tensor, Any]:
         args, kwargs = call.arguments(acted_rows, src)

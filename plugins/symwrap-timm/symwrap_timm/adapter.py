@@ -37,6 +37,30 @@ def _swaps_image_axes(group: Any) -> bool:
     return bool((group.elements()[:, 0, 1].abs() > 1e-6).any())
 
 
+#: timm methods that compute nothing from inputs (head and structure, optimizer groups, checkpointing switches).
+_PASSTHROUGH = frozenset(
+    {
+        "get_classifier",
+        "group_matcher",
+        "init_weights",
+        "no_weight_decay",
+        "prune_intermediate_layers",
+        "reset_classifier",
+        "set_grad_checkpointing",
+        "set_input_size",
+    }
+)
+_FEATURES = (
+    "the base model's feature maps of the input as given move with the input (they are not symmetrized); the "
+    "symmetrized pooled features are wrapped(x) of a model made with num_classes=0"
+)
+_REFUSED = {
+    "forward_features": _FEATURES,
+    "forward_intermediates": _FEATURES,
+    "forward_head": "it maps features the wrapper never combined to logits; wrapped(x) gives the symmetrized logits",
+}
+
+
 class TimmAdapter(Adapter):
     """Calls any timm model: the group acts on the image ``x`` ``(B, C, H, W)``; the logits ``(B, classes)``
     (or the pooled features of a ``num_classes=0`` model) are combined.
@@ -51,6 +75,23 @@ class TimmAdapter(Adapter):
     @classmethod
     def matches(cls, model: Any) -> bool:
         return is_timm_model(model) and hasattr(model, "forward_features") and hasattr(model, "forward_head")
+
+    def passthrough_methods(self) -> frozenset[str]:
+        return _PASSTHROUGH
+
+    def refused_methods(self) -> dict[str, str]:
+        return _REFUSED
+
+    def feature_width(self) -> int | None:
+        """The width of ``forward_head(pre_logits=True)``: ``head_hidden_size`` (a head with its own hidden layer)
+        or ``num_features``."""
+        width = getattr(self.model, "head_hidden_size", None) or getattr(self.model, "num_features", None)
+        return int(width) if isinstance(width, int) else None
+
+    def input_channels(self) -> int | None:
+        """The input channels of the first convolution (the stem or the patch embedding)."""
+        conv = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+        return None if conv is None else int(conv.in_channels)
 
     def check_group(self, group: Any, input_action: Any) -> None:
         size = fixed_input_size(self.model)
