@@ -171,6 +171,16 @@ def test_a_wrapped_next_token_model_generates_like_the_wrapped_lm(lm, tokenizer,
     assert torch.equal(symmetrized_generate(through, ids, mask, max_new_tokens=4), direct)
 
 
+def test_wrapped_generate_is_symmetrized_generate(lm, tokenizer, group) -> None:
+    wrapped = symwrap.wrap(lm, group, output=VocabularySwapAction(tokenizer))
+    ids, mask = _encode(tokenizer, PROMPTS)
+    expected = symmetrized_generate(wrapped, ids, mask, max_new_tokens=NEW)
+    assert torch.equal(wrapped.generate(ids, attention_mask=mask, max_new_tokens=NEW), expected)
+    assert torch.equal(wrapped.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW), expected)
+    plain = lm.generate(ids, attention_mask=mask, max_new_tokens=NEW, do_sample=False)
+    assert not torch.equal(expected, plain)  # the door does not reach the unsymmetrized model
+
+
 def test_sampling_is_seeded_and_shaped(lm, tokenizer, group) -> None:
     wrapped = symwrap.wrap(lm, group, output=VocabularySwapAction(tokenizer))
     ids, mask = _encode(tokenizer, PROMPTS[1:3])
