@@ -103,14 +103,18 @@ def recorded_call(model: SymmetrizedModel, args: tuple[Any, ...], kwargs: dict[s
             )
 
 
-def batch_dynamic_shapes(args: tuple[Any, ...], name: str = "batch", *, min: int = 1) -> tuple[Any, ...]:
-    """``dynamic_shapes`` for ``torch.export.export(wrapped, args, dynamic_shapes=...)`` with a dynamic batch dim.
+def batch_dynamic_shapes(
+    model: SymmetrizedModel, args: tuple[Any, ...], name: str = "batch", *, min: int = 1
+) -> tuple[Any, ...]:
+    """``dynamic_shapes`` for ``torch.export.export(model, args, dynamic_shapes=...)`` with a dynamic batch dim.
 
-    The wrapper's ``forward(*args, **kwargs)`` takes its positional arguments as one tuple, so the spec is one tuple
-    holding a spec per argument: ``(({0: Dim("batch")},),)`` for ``wrapped(x)``. Every tensor argument gets the
-    same batch dimension; other arguments get ``None``.
+    ``model.forward`` shows the base model's signature, so for a base ``forward(x)`` the spec is one entry per
+    argument, ``({0: Dim("batch")},)``. A base model whose ``forward`` takes ``*args`` takes its positional
+    arguments as one tuple, and the spec nests one level deeper: ``(({0: Dim("batch")},),)``. Every tensor argument
+    gets the same batch dimension; other arguments get ``None``.
 
     Args:
+        model: The wrapped model to export.
         args: The example positional arguments.
         name: The dimension's name.
         min: Its smallest value (the exported program checks it).
@@ -118,10 +122,16 @@ def batch_dynamic_shapes(args: tuple[Any, ...], name: str = "batch", *, min: int
     Returns:
         The ``dynamic_shapes`` argument.
     """
+    import inspect
+
     import torch
 
     batch = torch.export.Dim(name, min=min)
-    return (tuple({0: batch} if isinstance(a, torch.Tensor) and a.ndim > 0 else None for a in args),)
+    specs = tuple({0: batch} if isinstance(a, torch.Tensor) and a.ndim > 0 else None for a in args)
+    kinds = [p.kind for p in inspect.signature(model.forward).parameters.values()]
+    if kinds and kinds[0] is inspect.Parameter.VAR_POSITIONAL:
+        return (specs,)
+    return specs
 
 
 def export(
@@ -144,5 +154,5 @@ def export(
     import torch
 
     if dynamic_batch and "dynamic_shapes" not in options:
-        options["dynamic_shapes"] = batch_dynamic_shapes(args, min=1)
+        options["dynamic_shapes"] = batch_dynamic_shapes(model, args, min=1)
     return torch.export.export(model, tuple(args), **options)

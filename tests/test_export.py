@@ -139,13 +139,33 @@ def test_seeded_monte_carlo_records_for_its_example_batch_size_only() -> None:
     assert _placeholders(wrapped) == []
 
 
-def test_export_spec_for_the_variable_arguments_signature() -> None:
-    """``forward(*args)`` takes its positional arguments as one tuple: the spec nests one level deeper."""
+def test_export_spec_follows_the_base_models_signature() -> None:
+    """``wrapped.forward`` shows the base ``forward(x)``: the spec is the plain module's, one entry per argument."""
     wrapped = symwrap.wrap(PoolCNN().eval(), "rot90")
     x = _images(2)
-    spec = batch_dynamic_shapes((x,))
+    spec = batch_dynamic_shapes(wrapped, (x,))
+    assert len(spec) == 1 and isinstance(spec[0], dict) and 0 in spec[0]
+    program = torch.export.export(wrapped, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    x = _images(4)
+    torch.testing.assert_close(program.module()(x), wrapped(x), rtol=1e-5, atol=1e-5)
+
+
+def test_export_spec_for_a_base_model_taking_variable_arguments() -> None:
+    """A base ``forward(*args)`` takes its positional arguments as one tuple: the spec nests one level deeper."""
+
+    class VarArgs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = PoolCNN()
+
+        def forward(self, *args: Tensor) -> Tensor:
+            return self.inner(args[0])
+
+    wrapped = symwrap.wrap(VarArgs().eval(), "rot90", adapter="torch", input=0)
+    x = _images(2)
+    spec = batch_dynamic_shapes(wrapped, (x,))
     assert len(spec) == 1 and isinstance(spec[0], tuple) and 0 in spec[0][0]
-    program = torch.export.export(wrapped, (x,), dynamic_shapes=(({0: torch.export.Dim("batch")},),))
+    program = torch.export.export(wrapped, (x,), dynamic_shapes=spec)
     x = _images(4)
     torch.testing.assert_close(program.module()(x), wrapped(x), rtol=1e-5, atol=1e-5)
 
@@ -165,7 +185,7 @@ def test_export_after_eager_calls_and_eager_after_export() -> None:
 
 
 def test_lambda_equitune_without_a_lambda_net_is_refused() -> None:
-    wrapped = symwrap.wrap(PoolCNN(), "rot90", "lambda_equitune", features="features")
+    wrapped = symwrap.wrap(PoolCNN(), "rot90", "lambda_equitune", features="features").eval()
     with pytest.raises(RecordingError, match=r"before its λ-net exists.*feature_dim"):
         export(wrapped, (_images(2),))
     wrapped(_images(2))  # still fine eagerly, and recordable afterwards
@@ -215,7 +235,7 @@ def test_onnx_export_of_group_averaging_runs_in_onnxruntime(dynamo: bool) -> Non
     wrapped = symwrap.wrap(PoolCNN().eval(), "d4", chunk_size=4).eval()
     example = _images(3)
     if dynamo:
-        program = torch.onnx.export(wrapped, (example,), dynamo=True, dynamic_shapes=batch_dynamic_shapes((example,)))
+        program = torch.onnx.export(wrapped, (example,), dynamo=True, dynamic_shapes=batch_dynamic_shapes(wrapped, (example,)))
         model_bytes = program.model_proto.SerializeToString()
         x = _images(5)  # another batch size
     else:
