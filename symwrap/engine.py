@@ -15,6 +15,7 @@ action moves a whole chunk with one batched kernel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,10 +28,10 @@ from symwrap.actions.base import Action
 from symwrap.adapters.base import Adapter, BoundCall
 from symwrap.autocast import at_least_float32
 from symwrap.caches import keep_newest
-from symwrap.chunking import ChunkTuner
+from symwrap.chunking import ChunkTuner, Decision, pick_chunk
 from symwrap.errors import OutOfMemoryError
 from symwrap.groups.base import Group
-from symwrap.memory import is_out_of_memory
+from symwrap.memory import is_out_of_memory, measure_peak
 from symwrap.methods.base import Method, Plan
 from symwrap.nested import TreeSpec, tree_flatten, tree_unflatten
 from symwrap.reduce import OrbitReducer, combine_reweighed, reduce_whole_orbit
@@ -71,6 +72,16 @@ class _Chunk:
     leaves: list[Any]  # flattened model output of the chunk
     spec: TreeSpec
     features: Tensor | None = None  # (R, D) per-row features, for methods that reweigh from features
+
+
+@dataclass
+class _Tuning:
+    key: tuple  # the call signature: shapes, dtypes, devices of the acted inputs, copies, group
+    layout: tuple  # what shapes of one model share: ranks, dtypes, devices of the acted inputs, group
+    rows: int
+    batch: int
+    copies: int
+    row_elements: int  # input elements of one orbit row
 
 
 @dataclass
@@ -124,81 +135,98 @@ class OrbitEngine:
         self.fast_paths.clear()
 
     def whole_orbit_in_one_chunk(self, call: BoundCall, group: Group, action: Action, plan: Plan) -> bool:
-        """Whether a call like ``call`` runs all its ``B·k`` rows in one forward (after the call that tuned it)."""
-        return self._rows_per_chunk(call, group, action, plan) >= plan.weights.numel()
+        """Whether calls like ``call`` run all their ``B·k`` rows in one forward from now on (for ``"auto"``: once the
+        tuner's choice for the shape is final)."""
+        rows = plan.weights.numel()
+        if self.chunk_size is None:
+            return True
+        if isinstance(self.chunk_size, int):
+            return self.chunk_size >= rows
+        chosen = self.tuner.cached(self._tuning(call, group, plan).key)
+        return chosen is not None and chosen >= rows
 
     # ------------------------------------------------------------------ chunking
-    def _rows_per_chunk(self, call: BoundCall, group: Group, action: Action, plan: Plan) -> int:
-        batch, copies = plan.elements.shape[:2]
-        rows = batch * copies
-        if self.chunk_size is None:
-            return rows
-        if isinstance(self.chunk_size, int):
-            return min(self.chunk_size, rows)
-        flat = plan.flat_elements()
-        src = self.row_map(batch, copies, flat.device)[0]
-
-        def measure(start: int, stop: int) -> None:
-            rows_src = src[start:stop]
-            acted = [action.apply(x, rows_src.to(x.device), flat[start:stop], group) for x in call.acted]
-            call.call(acted, rows_src)
-
-        key = self._tuning_key(call, group, plan)
-        chosen = self.tuner.cached(key)  # a dict lookup: traceable, so tuned compiled calls have no graph break
-        if chosen is not None:
-            return chosen
-        # Timing forwards is meaningless inside a traced graph: the measurement runs eagerly, outside it.
-        return _tune_eagerly(self.tuner, key, rows, batch, copies, measure, call.acted[0].device)
-
     @staticmethod
-    def _tuning_key(call: BoundCall, group: Group, plan: Plan) -> tuple:
-        copies = plan.elements.shape[1]
-        return (tuple((tuple(x.shape), x.dtype, x.device) for x in call.acted), copies, type(group).__name__)
+    def _tuning(call: BoundCall, group: Group, plan: Plan) -> _Tuning:
+        batch, copies = plan.elements.shape[:2]
+        key = (tuple((tuple(x.shape), x.dtype, x.device) for x in call.acted), copies, type(group).__name__)
+        layout = (tuple((x.dim(), x.dtype, x.device) for x in call.acted), type(group).__name__)
+        row_elements = sum(x.numel() // max(x.shape[0], 1) for x in call.acted)
+        return _Tuning(key, layout, batch * copies, batch, copies, max(row_elements, 1))
 
     def _chunks(
         self, call: BoundCall, group: Group, action: Action, plan: Plan, forward: RowsForward | None = None
     ) -> Iterator[_Chunk]:
         batch, copies = plan.elements.shape[:2]
         rows = batch * copies
-        per_chunk = self._rows_per_chunk(call, group, action, plan)
         device = call.acted[0].device
+        tuning: _Tuning | None = None
+        decision: Decision | None = None
+        if self.chunk_size is None:
+            per_chunk = rows
+        elif isinstance(self.chunk_size, int):
+            per_chunk = min(self.chunk_size, rows)
+        else:
+            tuning = self._tuning(call, group, plan)
+            chosen = self.tuner.cached(tuning.key)  # a dict lookup: traceable, so compiled calls have no graph break
+            if chosen is not None:
+                per_chunk = chosen
+            else:  # decided eagerly: a compiled call breaks its graph here once per shape
+                decision = _decide_eagerly(self.tuner, tuning, device, torch.compiler.is_compiling())
+                per_chunk = decision.chunk
+        measure_rows = decision.measure_rows if decision is not None else 0
+        timed = decision is not None and decision.timed and self.tuner.clock is not None
+        started = self.tuner.clock() if timed else 0.0  # type: ignore[misc]
         flat = plan.flat_elements()
         src_all, slot_all = self.row_map(batch, copies, device)
         # Several chunks of a small input: move every row with one action call and slice it per chunk, instead of
         # one action call per chunk (each is a few kernels of fixed cost: ~0.1 ms a chunk on a CPU).
-        moved = self._moved_at_once(call, group, action, src_all, flat, per_chunk)
+        moved = self._moved_at_once(call, group, action, src_all, flat, min(per_chunk, measure_rows or per_chunk))
         start = 0
         while start < rows:
-            whole = start == 0 and per_chunk >= rows  # the same row map object every call: actions cache on it
-            src = src_all if whole else src_all[start : start + per_chunk]
-            elements = flat if whole else flat[start : start + per_chunk]
+            size = measure_rows if measure_rows and start == 0 else per_chunk
+            whole = start == 0 and size >= rows  # the same row map object every call: actions cache on it
+            src = src_all if whole else src_all[start : start + size]
+            elements = flat if whole else flat[start : start + size]
             failed = False
             try:
-                if moved is not None:
-                    acted = [m[start : start + per_chunk] for m in moved]
-                else:
-                    acted = [action.apply(x, src.to(x.device), elements, group) for x in call.acted]
                 features = None
-                if forward is None:
-                    out = call.call(acted, src)
-                else:
-                    with call.autocast.model_precision():  # a features forward: the caller's precision
-                        features, out = forward(acted, src)
+                # the measured first chunk: its moved rows and its forward, as every later chunk will need them
+                with measure_peak(device) if measure_rows and start == 0 else contextlib.nullcontext() as peak:
+                    if moved is not None:
+                        acted = [m[start : start + size] for m in moved]
+                    else:
+                        acted = [action.apply(x, src.to(x.device), elements, group) for x in call.acted]
+                    if forward is None:
+                        out = call.call(acted, src)
+                    else:
+                        with call.autocast.model_precision():  # a features forward: the caller's precision
+                            features, out = forward(acted, src)
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
-                per_chunk = self._back_off(call, group, plan, per_chunk, error)
-                failed = True
+                per_chunk = self._back_off(call, group, plan, size, error)
+                measure_rows, timed, failed = 0, False, True
             if failed:  # the failed chunk's tensors died with `error` (its traceback held their frames)
                 acted = []
                 if device.type == "cuda":
                     torch.cuda.empty_cache()  # hand its blocks back before retrying
                 continue  # nothing of the failed chunk was reduced: retry the same rows in smaller chunks
+            if peak is not None:  # the measured first chunk: its peak bounds the chunks of the other rows
+                assert tuning is not None
+                per_chunk = self.tuner.measured(
+                    tuning.key, tuning.layout, rows, batch, copies, tuning.row_elements, size, peak.peak
+                )
+                measure_rows = 0
             leaves, spec = tree_flatten(out)
-            yield _Chunk(
-                src, slot_all if whole else slot_all[start : start + per_chunk], elements, leaves, spec, features
-            )
-            start += per_chunk
+            yield _Chunk(src, slot_all if whole else slot_all[start : start + size], elements, leaves, spec, features)
+            start += size
+        if timed:  # the whole call ran in chunks of `per_chunk`, pulled back and reduced: the tuner learns its time
+            assert tuning is not None
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = self.tuner.clock() - started  # type: ignore[misc]
+            self.tuner.observe(tuning.key, tuning.layout, per_chunk, rows, tuning.row_elements, seconds)
 
     def _moved_at_once(
         self, call: BoundCall, group: Group, action: Action, src: Tensor, flat: Tensor, per_chunk: int
@@ -226,7 +254,7 @@ class OrbitEngine:
                 "with max_memory='8GiB' to cap it, or a smaller chunk_size."
             ) from error
         smaller = max(1, per_chunk // 2)
-        self.tuner.remember(self._tuning_key(call, group, plan), smaller)
+        self.tuner.remember(self._tuning(call, group, plan).key, smaller)
         self.fast_paths.clear()
         logger.warning(
             "out of memory with %d rows per forward: retrying with %d (chunk_size='auto')", per_chunk, smaller
@@ -387,9 +415,20 @@ class OrbitEngine:
 
 
 @torch.compiler.disable
-def _tune_eagerly(tuner: ChunkTuner, *args: Any) -> int:
-    """``tuner.choose(*args)`` run eagerly: a compiled call breaks its graph here once, until the size is tuned."""
-    return tuner.choose(*args)
+def _decide_eagerly(tuner: ChunkTuner, tuning: _Tuning, device: torch.device, traced: bool) -> Decision:
+    """The tuner's decision, made eagerly. A traced call neither measures nor times: its shape's choice is made final
+    (memory and timings as known so far), so the next trace is a plain lookup without a graph break."""
+    t = tuning
+    if traced:
+        chosen = tuner.cached(t.key)
+        if chosen is None:
+            known = tuner.layout(t.layout)
+            candidates = tuner.candidates(known, t.rows, t.batch, t.copies, t.row_elements, None)
+            estimates = tuner.estimates(known, candidates, t.rows, t.row_elements)
+            chosen = pick_chunk(estimates, tuner.tolerance, whole=t.rows) if estimates else candidates[-1]
+            tuner.remember(t.key, chosen)
+        return Decision(chosen, final=True)
+    return tuner.decide(t.key, t.layout, t.rows, t.batch, t.copies, t.row_elements, device)
 
 
 def _orbit_bytes(values: list[Tensor], chunk_rows: int, rows: int) -> int:
