@@ -457,8 +457,9 @@ def wrap(
         adapter: Adapter name or object; ``None`` picks the first that matches the model.
         action: How elements move the input: ``None`` (the group's default), ``"image"``, ``"points"``,
             ``"vectors"``, ``"set"``, or an Action object.
-        reduce: Where outputs are averaged: ``"logits"`` (raw), ``"probs"``, ``"log_probs"`` or ``"features"``.
-        class_dim: The class axis for ``"probs"``/``"log_probs"``.
+        reduce: Where outputs are combined: the mean of ``"logits"`` (raw), ``"probs"``, ``"log_probs"`` or
+            ``"features"``, the element-wise ``"max"``, or ``"gmean"`` (normalised geometric mean of probabilities).
+        class_dim: The class axis for ``"probs"``/``"log_probs"``/``"gmean"``.
         input: The argument(s) the group acts on (position or name); default the first tensor argument.
         select: The output leaves to combine (``"logits"``, ``"0"``...); default every floating tensor.
         group_options: Options for a group given by name (``{"stride": 4}`` for ``shift``).
