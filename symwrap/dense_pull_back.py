@@ -26,7 +26,7 @@ from symwrap.caches import keep_newest
 from symwrap.groups.base import Group
 from symwrap.reduce import _in_space, finish
 
-__all__ = ["FUSED_SPACES", "native_moves", "pull_back_and_reduce"]
+__all__ = ["FUSED_SPACES", "SlotReducer", "native_moves", "slot_reducers"]
 
 #: The reduction spaces done here (the others keep the general pull-back and reduction).
 FUSED_SPACES = ("logits", "probs", "max", "gmean")
@@ -106,42 +106,93 @@ def _same_shape(move: Callable[[Tensor], Tensor], h: int, w: int) -> bool:
     return h == w or move in (_identity, _flip_w, _flip_h, _flip_hw)
 
 
-def pull_back_and_reduce(
-    leaf: Tensor,
-    moves: list[Callable[[Tensor], Tensor]],
-    weights: Tensor,
-    space: str,
-    class_dim: int,
-    finished: bool = True,
-) -> Tensor | None:
-    """``Σ_j w[:, j] · g_j⁻¹ · y[:, j]`` (or the maximum over ``j``) for one output leaf.
+class SlotReducer:
+    """``Σ_j w[b, j] · g_j⁻¹ · y[b, j]`` (or the maximum over ``j``) of one dense output leaf, fed chunk by chunk.
+
+    Rows arrive in the engine's order ``r = b·k + j``, in chunks of any size: in a chunk, the rows of slot ``j`` are
+    every ``k``-th row (a strided view) and belong to consecutive inputs, so each slot present in a chunk costs one move
+    (:func:`native_moves`) and one fused multiply-add into those inputs' rows of the accumulator.
 
     Args:
-        leaf: ``(n·k, ..., H, W)`` outputs in row order ``r = b·k + j``.
-        moves: ``k`` moves, the pull-back of slot ``j`` (the inverse of its element), from :func:`native_moves`.
-        weights: ``(n, k)``.
-        space: The reduction space; ``None`` is returned for a space not in :data:`FUSED_SPACES`, and for ``max``
-            with a weight that is not positive (such copies take no part: the general path masks them).
+        batch: Inputs ``B``.
+        moves: ``k`` moves, the pull-back of slot ``j`` (the inverse of its element).
+        weights: ``(B, k)``.
+        space: One of :data:`FUSED_SPACES`.
         class_dim: The class axis for ``probs``/``gmean``.
-        finished: Apply :func:`~symwrap.reduce.finish` (``gmean``'s normalisation); ``False`` to add to it later.
-
-    Returns:
-        ``(n, ..., H, W)``.
     """
-    n, k = weights.shape
-    if space not in FUSED_SPACES or len(moves) != k or (space == "max" and bool((weights <= 0).any())):
+
+    def __init__(
+        self, batch: int, moves: list[Callable[[Tensor], Tensor]], weights: Tensor, space: str, class_dim: int
+    ) -> None:
+        self.batch, self.moves, self.weights, self.space, self.class_dim = batch, moves, weights, space, class_dim
+        self.copies = len(moves)
+        self._acc: Tensor | None = None
+
+    def add(self, start: int, leaf: Tensor) -> None:
+        """Add the rows ``start : start + R`` of the orbit: ``leaf`` ``(R, ..., H, W)``."""
+        y = _in_space(leaf, self.space, self.class_dim)
+        k, rows = self.copies, y.shape[0]
+        if self._acc is None:
+            fill = -torch.inf if self.space == "max" else 0.0
+            self._acc = torch.full((self.batch, *y.shape[1:]), fill, dtype=y.dtype, device=y.device)
+        acc = self._acc
+        w = self.weights.to(y.dtype)
+        for j, move in enumerate(self.moves):
+            first = (j - start) % k
+            if first >= rows:
+                continue
+            moved = move(y[first::k])
+            b0 = (start + first) // k
+            target = acc[b0 : b0 + moved.shape[0]]
+            if self.space == "max" and moved.requires_grad:  # maximum's backward needs the old values: out of place
+                self._acc = acc = acc.slice_scatter(torch.maximum(target, moved), 0, b0, b0 + moved.shape[0])
+            elif self.space == "max":
+                torch.maximum(target, moved, out=target)
+            else:
+                target.addcmul_(moved, w[b0 : b0 + moved.shape[0], j].reshape(-1, *([1] * (moved.ndim - 1))))
+
+    def result(self) -> Tensor:
+        """The reduced leaf ``(B, ..., H, W)``."""
+        assert self._acc is not None
+        return finish(self._acc, self.space, self.class_dim)
+
+
+def slot_reducers(
+    action: Action | None,
+    group: Group,
+    elements: Tensor,
+    weights: Tensor,
+    leaves: list[object],
+    space: str,
+    class_dim: int,
+    cache: dict | None = None,
+) -> list[SlotReducer] | None:
+    """One :class:`SlotReducer` per output leaf, or ``None`` where the slot-by-slot path does not apply: another
+    action or space, a plan whose inputs have different elements per slot, a ``max`` with a weight that is not
+    positive (such copies take no part: the general path masks them), or a leaf that is not an ``(R, ..., H, W)``
+    map.
+
+    Args:
+        action: The output action.
+        group: The group of the plan.
+        elements: The plan's elements ``(B, k, 2, 2)``.
+        weights: The plan's weights ``(B, k)``.
+        leaves: The selected output leaves of the first chunk.
+        space: The reduction space.
+        class_dim: The class axis for ``probs``/``gmean``.
+        cache: Keeps :func:`native_moves` answers.
+    """
+    if action is None or space not in FUSED_SPACES or not leaves or torch.compiler.is_compiling():
         return None
-    y = _in_space(leaf, space, class_dim)
-    per_slot = y.reshape(n, k, *y.shape[1:])
-    w = weights.to(y.dtype).reshape(n, k, *([1] * (y.ndim - 1)))
-    out: Tensor | None = None
-    for j, move in enumerate(moves):
-        moved = move(per_slot[:, j])
-        if space == "max":
-            out = moved if out is None else torch.maximum(out, moved)
-        elif out is None:
-            out = moved * w[:, j]
-        else:
-            out = out.addcmul_(moved, w[:, j])  # in place on this call's own accumulator: one kernel per slot
-    assert out is not None
-    return finish(out, space, class_dim) if finished else out
+    if any(not isinstance(v, Tensor) or v.ndim < 3 or v.shape[-2:] != leaves[0].shape[-2:] for v in leaves):  # type: ignore[union-attr]
+        return None
+    batch, copies = weights.shape
+    if batch > 1 and not torch.equal(elements, elements[:1].expand_as(elements)):
+        return None
+    if space == "max" and bool((weights <= 0).any()):
+        return None
+    h, w = leaves[0].shape[-2:]  # type: ignore[union-attr]
+    moves = native_moves(action, group.inverse(elements[0]), group, h, w, cache)
+    if moves is None or len(moves) != copies:
+        return None
+    return [SlotReducer(batch, moves, weights, space, class_dim) for _ in leaves]

@@ -29,13 +29,13 @@ from symwrap.adapters.base import Adapter, BoundCall
 from symwrap.autocast import at_least_float32
 from symwrap.caches import keep_newest
 from symwrap.chunking import ChunkTuner, Decision, pick_chunk
-from symwrap.dense_pull_back import FUSED_SPACES, native_moves, pull_back_and_reduce
+from symwrap.dense_pull_back import SlotReducer, slot_reducers
 from symwrap.errors import ConfigError, OutOfMemoryError
 from symwrap.groups.base import Group
 from symwrap.memory import is_out_of_memory, measure_peak
 from symwrap.methods.base import Method, Plan
 from symwrap.nested import TreeSpec, tree_flatten, tree_unflatten
-from symwrap.reduce import OrbitReducer, combine_reweighed, finish, reduce_whole_orbit
+from symwrap.reduce import OrbitReducer, combine_reweighed, reduce_whole_orbit
 
 __all__ = ["ChunkSize", "OrbitEngine", "SymmetrizedOutput"]
 
@@ -309,38 +309,39 @@ class OrbitEngine:
                 f"reduce={reduce!r} has no standard error: the method's return_stderr=True needs a mean "
                 "(reduce='logits', 'probs' or 'features'); drop return_stderr or pick one of those."
             )
-        copies = plan.copies
-        streamed = False
+        dense: list[SlotReducer] | None = None  # dense outputs of exact image moves: reduced slot by slot
+        start = 0  # the first orbit row of the chunk (chunks come in row order)
         for chunk in self._chunks(call, group, input_action, plan):
             if first is None:
                 first = chunk
                 selected = adapter.selected_leaves(chunk.spec, chunk.leaves, chunk.src.shape[0])
+                if not second_moment:
+                    leaves = [chunk.leaves[i] for i in selected]
+                    dense = slot_reducers(
+                        output_action, group, plan.elements, plan.weights, leaves, reduce, class_dim, self._moves
+                    )
             chunk_rows = chunk.src.shape[0]
-            # whole orbits of inputs (rows b·k + j from a first copy j = 0): pulled back and reduced slot by slot
-            aligned = output_action is not None and not second_moment and chunk_rows % copies == 0
-            if aligned and int(chunk.slot[0]) == 0:
-                first_input = int(chunk.src[0])
-                weights = plan.weights[first_input : first_input + chunk_rows // copies]
-                fused = self._fused(chunk, selected, group, output_action, weights, reduce, class_dim)
-                if fused is not None and chunk_rows == rows:
-                    whole = [finish(f, reduce, class_dim) for f in fused]
-                    continue
-                if fused is not None and kept is None:
-                    reducer.add_inputs(first_input, fused)
-                    streamed = True  # the reducer holds a part of the orbit: no chunk is kept for a sum at the end
-                    continue
+            start += chunk_rows
+            if dense is not None:
+                assert output_action is not None
+                for reducer_of_leaf, i in zip(dense, selected):
+                    output_action.check(chunk.leaves[i], group, output=True)
+                    reducer_of_leaf.add(start - chunk_rows, chunk.leaves[i])
+                continue
             values = self._pulled_back(chunk, selected, group, output_action)
             if not second_moment and chunk_rows == rows:  # the whole orbit in one forward
                 whole = reduce_whole_orbit(values, plan.weights, reduce, class_dim)
                 continue
             small = _orbit_bytes(values, chunk_rows, rows) <= KEEP_BYTES
-            if kept is None and not streamed and not second_moment and small:
+            if kept is None and not second_moment and small:
                 kept = []
             if kept is not None:  # one weighted sum for all chunks instead of a scatter-add per chunk
                 kept.append(values)
                 continue
             reducer.update(chunk.src, chunk.slot, values)
         assert first is not None
+        if dense is not None:
+            whole = [reducer_of_leaf.result() for reducer_of_leaf in dense]
         if kept:
             whole = reduce_whole_orbit([torch.cat(parts) for parts in zip(*kept)], plan.weights, reduce, class_dim)
         output = _assemble(first, selected, reducer.result() if whole is None else whole)
@@ -422,40 +423,6 @@ class OrbitEngine:
         batch, copies = plan.elements.shape[:2]
         flat = [v.reshape(batch * copies, *v.shape[2:]) for v in orbit.values]
         return _assemble(orbit.first, orbit.selected, combine_reweighed(flat, reweighing, reduce, class_dim))
-
-    def _fused(
-        self,
-        chunk: _Chunk,
-        selected: list[int],
-        group: Group,
-        output_action: Action | None,
-        weights: Tensor,
-        reduce: str,
-        class_dim: int,
-    ) -> list[Tensor] | None:
-        """The selected leaves of a chunk of whole orbits pulled back and reduced slot by slot
-        (:mod:`symwrap.dense_pull_back`), unfinished; ``None`` unless every input's copies are the same exact image
-        moves and every leaf is a dense map of a fused space."""
-        if output_action is None or reduce not in FUSED_SPACES or torch.compiler.is_compiling():
-            return None
-        n, k = weights.shape
-        per_input = chunk.elements.reshape(n, k, *chunk.elements.shape[1:])
-        if n > 1 and not torch.equal(per_input, per_input[:1].expand_as(per_input)):
-            return None
-        values = [chunk.leaves[i] for i in selected]
-        if not values or any(not isinstance(v, Tensor) or v.ndim < 3 for v in values):
-            return None
-        moves = native_moves(output_action, group.inverse(per_input[0]), group, *values[0].shape[-2:], self._moves)
-        if moves is None or any(v.shape[-2:] != values[0].shape[-2:] for v in values):
-            return None
-        fused = []
-        for value in values:
-            output_action.check(value, group, output=True)
-            reduced = pull_back_and_reduce(value, moves, weights, reduce, class_dim, finished=False)
-            if reduced is None:
-                return None
-            fused.append(reduced)
-        return fused
 
     @staticmethod
     def _pulled_back(chunk: _Chunk, selected: list[int], group: Group, output_action: Action | None) -> list[Tensor]:

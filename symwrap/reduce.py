@@ -84,24 +84,6 @@ class OrbitReducer:
         index = src.reshape(-1, *([1] * (y.ndim - 1))).expand_as(y)
         self._sum[i] = acc.scatter_reduce(0, index, y, reduce="amax")
 
-    def add_inputs(self, first: int, partial: list[Tensor]) -> None:
-        """Add the reduction of whole orbits of inputs ``first:first + n``: ``partial[i]`` ``(n, ...)`` is what
-        :func:`reduce_whole_orbit` returns for them without :func:`finish` (``max``, and the spaces summed
-        linearly: ``logits``, ``probs``, ``features``, ``gmean``)."""
-        if not self._sum:
-            self._sum = [None] * len(partial)
-        for i, part in enumerate(partial):
-            acc = self._sum[i]
-            if acc is None:
-                fill = -torch.inf if self.space == "max" else 0.0
-                acc = torch.full((self.batch, *part.shape[1:]), fill, dtype=part.dtype, device=part.device)
-            rows = torch.arange(first, first + part.shape[0], device=part.device)
-            if self.space == "max":
-                index = rows.reshape(-1, *([1] * (part.ndim - 1))).expand_as(part)
-                self._sum[i] = acc.scatter_reduce(0, index, part, reduce="amax")
-            else:
-                self._sum[i] = acc.index_add(0, rows, part)
-
     def _update_log(self, i: int, src: Tensor, log_p: Tensor, w: Tensor) -> None:
         # Online log-sum-exp: keep a running max M (detached; the result log S + M does not depend on it).
         log_wp = log_p + torch.log(w)

@@ -60,9 +60,9 @@ def test_invariant_outputs_are_exactly_invariant(reduce: str, chunk_size: int | 
 def test_dense_outputs_are_exactly_equivariant(
     monkeypatch: pytest.MonkeyPatch, reduce: str, chunk_size: int | None, fused: bool
 ) -> None:
-    monkeypatch.setattr(engine, "KEEP_BYTES", 0)  # stream chunk by chunk: the orbit-aligned chunks are reduced fused
+    monkeypatch.setattr(engine, "KEEP_BYTES", 0)  # the gather path streams chunk by chunk (a scatter-add each)
     if not fused:
-        monkeypatch.setattr(engine, "FUSED_SPACES", ())
+        monkeypatch.setattr(dense_pull_back, "FUSED_SPACES", ())
     model, x = DenseCNN(8).eval(), torch.randn(2, 3, 8, 8)
     wrapped = symwrap.wrap(model, "d4", output="equivariant", reduce=reduce, class_dim=1, chunk_size=chunk_size)
     with torch.no_grad():
@@ -75,18 +75,18 @@ def test_dense_outputs_are_exactly_equivariant(
 
 def test_the_slot_by_slot_pull_back_runs_for_d4_and_equals_the_gather(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    original = dense_pull_back.pull_back_and_reduce
+    original = dense_pull_back.SlotReducer.add
 
     def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "pull_back_and_reduce", counted)
+    monkeypatch.setattr(dense_pull_back.SlotReducer, "add", counted)
     model, x = DenseCNN(8).eval(), torch.randn(4, 3, 8, 8)
     with torch.no_grad():
         fused = symwrap.wrap(model, "d4", output="equivariant", chunk_size=None)(x)
         assert calls, "the fused pull-back ran"
-        monkeypatch.setattr(engine, "FUSED_SPACES", ())
+        monkeypatch.setattr(dense_pull_back, "FUSED_SPACES", ())
         gathered = symwrap.wrap(model, "d4", output="equivariant", chunk_size=None)(x)
     assert_close(fused, gathered, rtol=1e-6, atol=1e-6)
 
