@@ -7,10 +7,11 @@ out. The candidates are chunks of ``B·d`` rows for each divisor ``d`` of ``|G|`
 
 ``chunk_size="auto"`` decides with :class:`ChunkTuner`, which never runs a forward that is not part of a user's call:
 
-1. **Memory, measured during a real call.** The first call of a model (and every call whose rows are larger than
-   any measured before) runs its first chunk of ``B`` rows (one row under ``max_memory``) under the memory meter of
-   :mod:`symwrap.memory`; the bytes per input element it shows bound every later chunk: a candidate whose predicted
-   peak exceeds the budget is never run.
+1. **Memory, measured during a real call.** The first call of a model runs its first chunk of ``B`` rows (one row
+   under ``max_memory``) under the memory meter of :mod:`symwrap.memory`; the bytes per input element it shows bound
+   every later chunk: a candidate whose predicted peak exceeds the budget is never run. The first call of a shape
+   whose rows are larger than any measured is measured again, in its first chunk of the chosen size when that is
+   predicted within half the budget (else again ``B`` rows first).
 2. **The first call of a shape runs at once**, with the fastest candidate known from other shapes of the same model,
    or, where nothing is known yet, the largest candidate that fits the memory budget.
 3. **Later real calls are timed** with the tuner's clock and explore: the untried candidates next to the fastest
@@ -218,9 +219,14 @@ class ChunkTuner:
         self._put(self._seen, key, None)
         if first_of_shape and self.memory is not None and row_elements > known.measured_row_elements:
             known.budget, known.budget_source = self.memory.resolve(device)  # the free memory now
-            if known.budget is not None:
+            if known.budget is not None and known.measured_row_elements == 0:  # nothing known: B rows (or 1) first
                 first = 1 if self.memory.max_memory is not None else batch
                 return Decision(self._cap(rows, max_rows), measure_rows=min(rows, first))
+            if known.budget is not None:  # larger rows: measured in the call's first chunk, when far from the budget
+                chunk = self._choose(key, known, rows, batch, copies, row_elements, max_rows, timed=False).chunk
+                predicted = known.bytes_per_element * chunk * row_elements
+                first = chunk if predicted <= known.budget / 2 else (1 if self.memory.max_memory is not None else batch)
+                return Decision(chunk, measure_rows=min(rows, first, chunk))
         return self._choose(key, known, rows, batch, copies, row_elements, max_rows, timed=not first_of_shape)
 
     def measured(

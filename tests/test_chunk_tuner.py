@@ -87,7 +87,7 @@ def test_a_new_batch_size_starts_final_from_what_was_learned_per_row() -> None:
 
 
 def test_memory_is_measured_again_only_for_larger_rows() -> None:
-    wrapped, _, _ = _wrapped()
+    wrapped, model, _ = _wrapped()
     tuner = wrapped.engine.tuner
     with torch.no_grad():
         wrapped(torch.randn(2, 3, 8, 8))
@@ -96,8 +96,11 @@ def test_memory_is_measured_again_only_for_larger_rows() -> None:
         wrapped(torch.randn(3, 3, 8, 8))
         wrapped(torch.randn(2, 3, 6, 6))
         assert list(known.peaks) == [(2, 3 * 8 * 8)], "rows no larger than measured: predicted"
+        model.rows.clear()
         wrapped(torch.randn(1, 3, 12, 12))
-    assert list(known.peaks) == [(2, 3 * 8 * 8), (1, 3 * 12 * 12)] and known.measured_row_elements == 3 * 12 * 12
+    # far from the budget: measured in the call's own chunk of 8 rows, not split
+    assert list(known.peaks) == [(2, 3 * 8 * 8), (8, 3 * 12 * 12)] and known.measured_row_elements == 3 * 12 * 12
+    assert model.rows == [8]
 
 
 def test_the_same_clock_readings_give_the_same_choices() -> None:
