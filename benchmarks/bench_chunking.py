@@ -281,7 +281,11 @@ def bench_batch(
     wrapped = symwrap.wrap(model, GROUP)
     start = time.perf_counter()
     with torch.no_grad():
-        reference = wrapped(x)  # untimed: the tuner measures its candidates here
+        reference = wrapped(x)  # untimed: the first call, and the calls the tuner explores with, up to a final choice
+        for _ in range(30):
+            if _tuned_entry(wrapped, x)[0] is not None:
+                break
+            wrapped(x)
     _sync(device)
     tune_s = time.perf_counter() - start
     chosen, estimates = _tuned_entry(wrapped, x)
