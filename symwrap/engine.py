@@ -147,6 +147,11 @@ class OrbitEngine:
         chosen = self.tuner.cached(self._tuning(call, group, plan).key)
         return chosen is not None and chosen >= rows
 
+    def settled(self, call: BoundCall, group: Group, plan: Plan) -> bool:
+        """Whether the rows per forward of calls like ``call`` are fixed from now on (for ``"auto"``: the tuner's
+        choice for the shape is final)."""
+        return self.chunk_size != "auto" or self.tuner.cached(self._tuning(call, group, plan).key) is not None
+
     # ------------------------------------------------------------------ chunking
     @staticmethod
     def _tuning(call: BoundCall, group: Group, plan: Plan) -> _Tuning:

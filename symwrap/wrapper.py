@@ -347,6 +347,8 @@ class SymmetrizedModel(nn.Module):
                 fast = FastPath(
                     call.model, gather, plan, reweighing, config.reduce, config.class_dim, result.dtype, features
                 )
+        if fast is None and not self.engine.settled(call, group, plan):
+            return  # chunk_size="auto" is still choosing for this shape: decide after a later call
         keep_newest(fast_paths, key, fast, 16)
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -133,3 +133,13 @@ def test_without_a_clock_the_largest_chunk_that_fits_is_final_at_once() -> None:
     assert decision.measure_rows == 4, "the first call measures memory on its first B rows"
     assert tuner.measured("k", "layout", 32, 4, 8, 10, 4, 1000.0) == 32
     assert tuner.cached("k") == 32
+
+
+def test_the_fast_path_is_learned_once_the_choice_is_final() -> None:
+    wrapped, _, _ = _wrapped()
+    x = torch.randn(1, 3, 8, 8)  # 8 rows: one forward of the whole orbit is the fastest (1 ms a row up to 8)
+    with torch.no_grad():
+        for _ in range(12):
+            wrapped(x)
+    assert wrapped.engine.tuner.cached(_key(wrapped, x)) == 8
+    assert wrapped.engine.fast_paths.get((x.shape, x.dtype, x.device)) is not None
