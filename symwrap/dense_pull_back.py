@@ -1,11 +1,11 @@
 """Pull-back and reduction of dense equivariant outputs in one pass per orbit slot, as cheap as flip-and-add.
 
 The general pull-back gathers every output value through a pixel index (one index read per value) and the reduction
-then reads every pulled-back copy again. For exact image groups (rot90, flips, D4: signed permutation matrices) and a
-plan whose copies are the same elements for every input (group averaging, equizero, Monte-Carlo with one draw for all
-rows), slot ``j`` of every input is pulled back by the same element, and that move is a ``torch.flip`` and/or a
-``transpose`` of the ``(B, C, H, W)`` slice. So the reduction is, per slot, one flip (a copy, or nothing for the
-identity and pure transposes) and one fused multiply-add into the accumulator::
+then reads every pulled-back copy again. For exact image groups (rot90, flips, D4: signed permutation matrices) and
+a plan whose copies are the same elements for every input (group averaging over a finite group), slot ``j`` of every
+input is pulled back by the same element, and that move is a ``torch.flip`` and/or a ``transpose`` of the
+``(B, C, H, W)`` slice. So the reduction is, per slot, one flip (a copy, or nothing for the identity and pure
+transposes) and one fused multiply-add into the accumulator::
 
     out = Σ_j w[:, j] · g_j⁻¹ · y[:, j]
 
