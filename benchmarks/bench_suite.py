@@ -226,6 +226,14 @@ def floor_of(method: str, median_s: dict[str, float]) -> float | None:
     return min((median_s[n] for n in names), default=None)
 
 
+def _settled(w: Any) -> bool:
+    """Whether a wrapped model has a final chunk choice for its shape (or its chunk size is not "auto")."""
+    engine = getattr(w, "engine", None)
+    if engine is None or engine.chunk_size != "auto":
+        return True
+    return bool(engine.tuner.cache)
+
+
 def _chunk_choice(w: Any) -> int | None:
     cache = getattr(w.engine.tuner, "cache", {})
     return next(iter(cache.values())) if len(cache) == 1 else None
@@ -289,8 +297,12 @@ def run_cell(
         for name in list(fns):  # first calls: compile, the chunk tuner's measurement, allocator warm-up
             try:
                 cell.first_call_s[name] = timed(fns[name], device)
-                if name in wrapped:
-                    timed(fns[name], device)  # one more warm call: the tuned chunk's own first run
+                if name in wrapped:  # the calls chunk_size="auto" explores with, up to a final choice (≤ 30)
+                    for _ in range(30):
+                        timed(fns[name], device)
+                        if _settled(wrapped[name]):
+                            break
+                    timed(fns[name], device)  # one more warm call: the chosen chunk's own first run
             except Exception as exc:
                 cell.errors[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
                 traceback.print_exc(limit=2, file=sys.stderr)

@@ -1,46 +1,61 @@
-"""Choosing how many orbit rows go into one forward pass.
+"""Choosing how many orbit rows go into one forward pass, without forwards of its own.
 
-Stacking all ``|G|·B`` copies into one batch is not always fastest: on CPUs, a batch that no longer
-fits the caches can be several times slower per row than |G| forwards of ``B`` rows, while on GPUs
-larger batches usually win until memory runs out. ``chunk_size="auto"`` therefore measures, the first
-time a shape is seen, the strategies between the two naive ones: chunks of ``B·d`` rows for each divisor
-``d`` of ``|G|`` — ``d = 1`` is the per-element loop, ``d = |G|`` the full stack. Each is timed on a span
-of distinct real rows (so per-forward overhead and cache effects count as in the real call), from the
-smallest up, stopping once a candidate is clearly slower than the best so far (this bounds the tuning
-cost for large models on CPU, where the biggest chunks are the slowest and the most expensive to time).
-The choice is cached per (input shapes, dtypes, device, copies).
+Stacking all ``|G|·B`` copies into one batch is not always fastest: on CPUs a batch that no longer fits the caches
+can be slower per row than |G| forwards of ``B`` rows, while on GPUs larger batches usually win until memory runs
+out. The candidates are chunks of ``B·d`` rows for each divisor ``d`` of ``|G|`` (``d = 1`` is the per-element loop,
+``d = |G|`` the full stack).
 
-The candidates within 10 % of the fastest are then timed again in interleaved rounds (each once per round, the
-order rotated), when that costs at most ``confirm_seconds`` (0.5 s): timed one after the other, a candidate that
-ran during a slow spell of the machine would lose to a slower one.
+``chunk_size="auto"`` decides with :class:`ChunkTuner`, which never runs a forward that is not part of a user's call:
 
-The choice is the whole orbit in one forward when its estimate is within ``tolerance`` (3 %) and 0.5 ms of the
-fastest (such calls skip the chunk loop and take the fast path of :mod:`symwrap.fast_path`); otherwise the *smallest*
-candidate within ``tolerance`` of the fastest: a larger chunk needs more memory, and on CPUs the timing of large
-chunks is the least repeatable — once activations outgrow what the allocator keeps cached (glibc returns large
-freed blocks to the OS), every call pays page faults. The median (not the minimum) of the repeats keeps a lucky
-repeat from winning.
+1. **Memory, measured during a real call.** The first call of a model runs its first chunk of ``B`` rows (one row
+   under ``max_memory``) under the memory meter of :mod:`symwrap.memory`; the bytes per input element it shows bound
+   every later chunk: a candidate whose predicted peak exceeds the budget is never run. The first call of a shape
+   whose rows are larger than any measured is measured again, in its first chunk of the chosen size when that is
+   predicted within half the budget (else again ``B`` rows first).
+2. **The first call of a shape runs at once**, with the fastest candidate known from other shapes of the same model,
+   or, where nothing is known yet, the largest candidate that fits the memory budget.
+3. **Later real calls are timed** with the tuner's clock and explore: the untried candidates next to the fastest
+   known one, then further calls of the candidates within ``stop_after`` of the fastest until each has ``samples``
+   timings (their median counts, so a slow spell of the machine during one call is outvoted). Then the choice of
+   that shape is final: a dict lookup, and the whole orbit in one chunk takes the fast path
+   (:mod:`symwrap.fast_path`). A model explores at most ``max_explorations`` calls in all.
+4. **What is learned is shared between shapes.** Timings are kept as seconds per input element for forwards of a
+   given size (elements per forward, in half-octave buckets), per model layout (number, rank, dtype and device of the
+   acted inputs): shapes that differ only in batch size, images of other sizes and texts of other padded lengths
+   reuse them, and a new shape usually starts final.
 
-Memory: with a :class:`~symwrap.memory.MemoryBudget` (by default 0.9 of the free memory, lowered by ``max_memory``)
-every candidate's warm-up forward is measured, a candidate predicted or measured over the budget is dropped with
-all larger ones, and the chosen chunk's measured peak is always within the budget (see :mod:`symwrap.memory`).
+Deterministic given its clock: ``ChunkTuner(clock=...)`` takes any ``() -> seconds`` function, and ``clock=None``
+never times (the memory-fitting largest candidate is final at once). The choice is the whole orbit in one forward
+when its estimate is within ``tolerance`` (3 %) and 0.5 ms of the fastest (such calls skip the chunk loop), else the
+smallest candidate within ``tolerance`` (a larger chunk needs more memory).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import statistics
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 
 import torch
 
-from symwrap.memory import MemoryBudget, MemoryGuard, MemoryReport, is_out_of_memory
+from symwrap.errors import MemoryBudgetError
+from symwrap.memory import MemoryBudget, format_bytes
 
-__all__ = ["ChunkTuner", "chunk_candidates", "pick_chunk"]
+__all__ = [
+    "ChunkTuner",
+    "Decision",
+    "LayoutKnowledge",
+    "chunk_candidates",
+    "default_clock",
+    "pick_chunk",
+    "size_bucket",
+]
 
-logger = logging.getLogger(__name__)
+#: The clock of tuners made without one (seconds, any origin). Tests replace it (``None``: never time).
+default_clock: Callable[[], float] | None = time.perf_counter
 
 
 def chunk_candidates(rows: int, batch: int, copies: int) -> list[int]:
@@ -51,211 +66,281 @@ def chunk_candidates(rows: int, batch: int, copies: int) -> list[int]:
     return sorted(c for c in found if 1 <= c <= rows)
 
 
-class ChunkTuner:
-    """Measures and caches the fastest chunk size per call signature.
+def size_bucket(elements: int) -> int:
+    """The half-octave bucket of a forward of ``elements`` input elements (``round(2·log2(elements))``)."""
+    return round(2 * math.log2(max(elements, 1)))
 
-    Args:
-        repeats: Timed spans per candidate (after one warm-up forward); the median counts.
-        min_seconds: Keep repeating a candidate's span (up to ``max_repeats``) until this much time is measured, so
-            that millisecond-scale calls of small models are not chosen on one noisy sample (large models stop at
-            ``repeats``).
-        max_repeats: The most timed spans per candidate.
-        max_rows: Never choose more rows than this in one forward (``None``: no limit).
-        tolerance: Choose the smallest candidate whose estimate is within this fraction of the fastest.
-        stop_after: Stop timing larger candidates once one is slower than the best by more than this fraction.
-        memory: The memory budget of one chunk's forward (default: 0.9 of the free memory at tuning time);
-            ``MemoryBudget(free_fraction=None)`` without ``max_memory`` measures no memory.
-        confirm_seconds: The candidates within ``stop_after`` of the fastest are timed again, interleaved (round
-            after round, each candidate once per round), when that takes at most this long; their interleaved
-            medians replace the first estimates. Timed one after the other, a candidate that happened to run during
-            a slow spell of the machine would lose to a slower one. ``0`` turns it off.
+
+@dataclass
+class LayoutKnowledge:
+    """What the tuner learned about one model layout, shared by all its shapes.
 
     Attributes:
-        cache: The chosen rows per forward, per call signature (lowered by out-of-memory backoff).
-        timings: Estimated seconds per call of every timed candidate.
-        pruned: Candidates not timed because a smaller one was already clearly slower.
-        over_budget: Candidates not timed because their predicted or measured peak exceeded the memory budget.
-        memory_reports: What the memory guard measured (budget, peaks per rows, per-row bytes).
+        costs: Recent seconds per input element, per :func:`size_bucket` of the forward (the last ``keep`` calls).
+        budget: Bytes a chunk's forward may use (``None``: no limit known); ``budget_source`` says why.
+        bytes_per_element: Measured peak bytes per input element of a forward (above the memory in use before).
+        measured_row_elements: The largest row (input elements per orbit row) whose memory was measured.
+        peaks: Measured peaks, per ``(rows, row elements)``.
+        explorations: Timed calls spent exploring so far.
+    """
+
+    costs: dict[int, list[float]] = field(default_factory=dict)
+    budget: int | None = None
+    budget_source: str = ""
+    bytes_per_element: float = 0.0
+    measured_row_elements: int = 0
+    peaks: dict[tuple[int, int], float] = field(default_factory=dict)
+    explorations: int = 0
+
+    def max_rows(self, row_elements: int) -> int | None:
+        """The most rows whose predicted peak fits the budget (``None``: no limit)."""
+        if self.budget is None or self.bytes_per_element <= 0:
+            return None
+        return math.floor(self.budget / (self.bytes_per_element * row_elements))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Rows per forward for one call.
+
+    Attributes:
+        chunk: Rows per forward.
+        final: The shape's choice is settled (cached; the next calls look it up).
+        timed: Time this call and report it with :meth:`ChunkTuner.observe`.
+        measure_rows: Run the first ``measure_rows`` rows as one forward under the memory meter and report its peak
+            with :meth:`ChunkTuner.measured` (which returns the chunk for the other rows); ``0``: nothing to measure.
+    """
+
+    chunk: int
+    final: bool = False
+    timed: bool = False
+    measure_rows: int = 0
+
+
+class ChunkTuner:
+    """Chooses rows per forward for ``chunk_size="auto"`` from real calls (see the module docstring).
+
+    Args:
+        max_rows: Never choose more rows than this in one forward (``None``: no limit).
+        tolerance: Choose the smallest candidate whose estimate is within this fraction of the fastest.
+        stop_after: Candidates more than this fraction slower than the fastest are not timed again.
+        samples: Timings each close candidate gets before the choice is final (their median counts).
+        keep: Timings kept per size bucket (the most recent).
+        max_explorations: Timed calls one model layout may spend exploring.
+        max_entries: Shapes whose choice is kept (least recently used dropped first); the same bound holds for layouts.
+        memory: The memory budget of one chunk's forward (default: 0.9 of the free memory when measured);
+            ``MemoryBudget(free_fraction=None)`` without ``max_memory`` measures no memory.
+        clock: ``() -> seconds`` used to time calls (default :data:`default_clock`); ``None`` never times.
+
+    Attributes:
+        cache: The final rows per forward per call signature (least recently used first).
+        layouts: :class:`LayoutKnowledge` per model layout.
     """
 
     def __init__(
         self,
-        repeats: int = 2,
-        min_seconds: float = 0.05,
-        max_repeats: int = 25,
         max_rows: int | None = None,
         tolerance: float = 0.03,
         stop_after: float = 0.10,
+        samples: int = 3,
+        keep: int = 5,
+        max_explorations: int = 24,
+        max_entries: int = 256,
         memory: MemoryBudget | None = None,
-        confirm_seconds: float = 0.5,
+        clock: Callable[[], float] | str | None = "default",
     ) -> None:
-        self.repeats = repeats
-        self.confirm_seconds = confirm_seconds
-        self.min_seconds = min_seconds
-        self.max_repeats = max_repeats
         self.max_rows = max_rows
         self.tolerance = tolerance
         self.stop_after = stop_after
+        self.samples = samples
+        self.keep = keep
+        self.max_explorations = max_explorations
+        self.max_entries = max_entries
         self.memory = MemoryBudget() if memory is None else memory
-        self.cache: dict[Hashable, int] = {}
-        self.timings: dict[Hashable, dict[int, float]] = {}
-        self.pruned: dict[Hashable, list[int]] = {}
-        self.over_budget: dict[Hashable, list[int]] = {}
-        self.memory_reports: dict[Hashable, MemoryReport] = {}
+        self.clock: Callable[[], float] | None = default_clock if clock == "default" else clock  # type: ignore[assignment]
+        self.cache: OrderedDict[Hashable, int] = OrderedDict()
+        self.layouts: OrderedDict[Hashable, LayoutKnowledge] = OrderedDict()
+        self._seen: OrderedDict[Hashable, None] = OrderedDict()
+        self._rounds: dict[Hashable, int] = {}
 
-    def remember(self, key: Hashable, rows: int) -> None:
-        """Use ``rows`` per forward for ``key`` from now on (out-of-memory backoff lowers a measured choice)."""
-        self.cache[key] = rows
-
+    # ------------------------------------------------------------------ lookups
     def cached(self, key: Hashable) -> int | None:
-        """The chunk size already chosen for ``key``, or ``None`` (a plain lookup that ``torch.compile`` traces)."""
+        """The final chunk size of ``key``, or ``None`` (a plain lookup that ``torch.compile`` traces)."""
         return self.cache.get(key)
 
-    def choose(
+    def remember(self, key: Hashable, rows: int) -> None:
+        """Use ``rows`` per forward for ``key`` from now on (out-of-memory backoff lowers a choice)."""
+        self._put(self.cache, key, rows)
+
+    def layout(self, layout: Hashable) -> LayoutKnowledge:
+        """The knowledge of ``layout`` (made empty on first use; least recently used layouts are dropped)."""
+        found = self.layouts.get(layout)
+        if found is None:
+            found = LayoutKnowledge()
+        self._put(self.layouts, layout, found)
+        return found
+
+    def _put(self, table: OrderedDict, key: Hashable, value: object) -> None:
+        table[key] = value
+        table.move_to_end(key)
+        while len(table) > self.max_entries:
+            table.popitem(last=False)
+
+    # ------------------------------------------------------------------ decisions
+    def decide(
         self,
         key: Hashable,
+        layout: Hashable,
         rows: int,
         batch: int,
         copies: int,
-        measure: Callable[[int, int], None],
+        row_elements: int,
         device: torch.device,
         max_rows: int | None = None,
+    ) -> Decision:
+        """Rows per forward for a call of ``rows = batch·copies`` orbit rows of ``row_elements`` input elements each.
+
+        Args:
+            key: The call signature (shapes, dtypes, device, copies): its final choice is cached under it.
+            layout: The model layout whose knowledge it shares (same for shapes that differ in size only).
+            rows: Orbit rows of the call.
+            batch: Inputs ``B``.
+            copies: Copies per input ``k``.
+            row_elements: Input elements of one orbit row (all acted inputs).
+            device: Where the forwards run (for the free memory).
+            max_rows: A cap for this call (on top of the tuner's ``max_rows``).
+        """
+        chosen = self.cache.get(key)
+        if chosen is not None:
+            self.cache.move_to_end(key)
+            return Decision(chosen, final=True)
+        known = self.layout(layout)
+        first_of_shape = key not in self._seen
+        self._put(self._seen, key, None)
+        if first_of_shape and self.memory is not None and row_elements > known.measured_row_elements:
+            known.budget, known.budget_source = self.memory.resolve(device)  # the free memory now
+            if known.budget is not None and known.measured_row_elements == 0:  # nothing known: B rows (or 1) first
+                first = 1 if self.memory.max_memory is not None else batch
+                return Decision(self._cap(rows, max_rows), measure_rows=min(rows, first))
+            if known.budget is not None:  # larger rows: measured in the call's first chunk, when far from the budget
+                chunk = self._choose(key, known, rows, batch, copies, row_elements, max_rows, timed=False).chunk
+                predicted = known.bytes_per_element * chunk * row_elements
+                first = chunk if predicted <= known.budget / 2 else (1 if self.memory.max_memory is not None else batch)
+                return Decision(chunk, measure_rows=min(rows, first, chunk))
+        return self._choose(key, known, rows, batch, copies, row_elements, max_rows, timed=not first_of_shape)
+
+    def measured(
+        self,
+        key: Hashable,
+        layout: Hashable,
+        rows: int,
+        batch: int,
+        copies: int,
+        row_elements: int,
+        measured_rows: int,
+        peak: float,
+        max_rows: int | None = None,
     ) -> int:
-        """The chunk size for a call of ``rows = batch·copies`` rows.
-
-        ``measure(start, stop)`` runs one forward of rows ``start:stop``. Candidates are timed from the smallest
-        up, each on a span of distinct rows (``max(c, min(rows, 2·batch))``, in chunks of ``c``, after one
-        untimed warm-up forward), so per-forward overhead and cache effects count as in the real call; the
-        median of ``repeats`` (more while less than ``min_seconds`` was measured) is scaled to all rows. Once a
-        candidate is more than ``stop_after`` slower than the best so far, larger ones are not timed (time per row
-        grows with the chunk past the sweet spot on CPUs; on GPUs it keeps falling, so the full stack is still
-        reached there) and are recorded in ``pruned``. The candidates within ``stop_after`` of the fastest are
-        then timed again in interleaved rounds when that is cheap (``confirm_seconds``), and those medians count.
-
-        ``max_rows`` caps this call's candidates (on top of the tuner's ``max_rows``). Under a memory budget
-        the warm-up forwards are measured, and candidates over the budget (predicted before running, or
-        measured) end the search; if not even the smallest candidate fits, the largest size that does is used.
+        """Record the peak bytes of a forward of ``measured_rows`` rows (above the memory in use before it); returns
+        the rows per forward for the rest of the call.
 
         Raises:
-            MemoryBudgetError: Not even one row fits the memory budget.
+            MemoryBudgetError: Not even one row fits the budget, by the measurement.
         """
-        if key in self.cache:
-            return self.cache[key]
+        known = self.layout(layout)
+        known.peaks[(measured_rows, row_elements)] = peak
+        # A fixed part is counted per row too (on the safe side); larger rows replace what smaller rows showed
+        # (attention's memory per element grows with the length, so the largest rows bound the smaller ones).
+        known.bytes_per_element = peak / (measured_rows * row_elements)
+        known.measured_row_elements = max(known.measured_row_elements, row_elements)
+        fits = known.max_rows(row_elements)
+        if fits is not None and fits < 1:
+            assert known.budget is not None
+            one = "1 row needs" if measured_rows == 1 else f"{measured_rows} rows need"
+            raise MemoryBudgetError(
+                f"chunk_size='auto' cannot fit one orbit row into the memory budget: a forward of {one} "
+                f"{format_bytes(peak)} (measured), but the budget is {format_bytes(known.budget)} "
+                f"({known.budget_source}). Give a larger max_memory, free device memory, or use smaller inputs."
+            )
+        return self._choose(key, known, rows, batch, copies, row_elements, max_rows, timed=False).chunk
+
+    def observe(
+        self, key: Hashable, layout: Hashable, chunk: int, rows: int, row_elements: int, seconds: float
+    ) -> None:
+        """Record that a call of ``rows`` rows took ``seconds`` in forwards of ``chunk`` rows."""
+        known = self.layout(layout)
+        known.explorations += 1
+        bucket = size_bucket(chunk * row_elements)
+        times = known.costs.setdefault(bucket, [])
+        times.append(seconds / (rows * row_elements))
+        del times[: -self.keep]
+
+    def _cap(self, rows: int, max_rows: int | None) -> int:
         caps = [c for c in (self.max_rows, max_rows) if c is not None]
-        candidates = chunk_candidates(rows, batch, copies)
-        if caps:
-            candidates = [c for c in candidates if c <= min(caps)] or [max(1, min(caps))]
-        sample = min(rows, 2 * batch)
-        estimates: dict[int, float] = {}
-        pruned: list[int] = []
-        over: list[int] = []
-        with torch.no_grad():
-            guard = self.memory.guard(measure, device, rows) if self.memory is not None else None
-            if guard is not None and not guard.admit(candidates[0]):  # not even the smallest candidate fits
-                over, candidates = candidates, [self._largest_fitting(guard, candidates[0], measure, device)]
-            for i, c in enumerate(candidates):
-                span = min(rows, max(c, sample))
-                if guard is not None and not guard.admit(c):
-                    over = candidates[i:]
-                    break
+        return max(1, min([rows, *caps]))
 
-                def warm_up(c: int = c) -> None:  # allocator, kernel selection for this size; measured under a budget
-                    self._time_span(measure, c, c, device)
+    def candidates(
+        self, known: LayoutKnowledge, rows: int, batch: int, copies: int, row_elements: int, max_rows: int | None
+    ) -> list[int]:
+        """The candidates of a call that fit the caps and the predicted memory (at least one: the largest that
+        fits)."""
+        limit = self._cap(rows, max_rows)
+        fits = known.max_rows(row_elements)
+        if fits is not None:
+            limit = max(1, min(limit, fits))
+        return [c for c in chunk_candidates(rows, batch, copies) if c <= limit] or [limit]
 
-                fits = guard.fits(c, warm_up) if guard is not None else _runs(warm_up)
-                if not fits:  # measured over the budget, or out of memory
-                    over = candidates[i:]
-                    break
-                times = [self._time_span(measure, c, span, device) for _ in range(self.repeats)]
-                while len(times) < self.max_repeats and sum(times) < self.min_seconds:
-                    times.append(self._time_span(measure, c, span, device))
-                estimates[c] = statistics.median(times) * rows / span
-                if estimates[c] > (1 + self.stop_after) * min(estimates.values()):
-                    pruned = candidates[i + 1 :]
-                    break
-            if not estimates:  # the smallest candidate was predicted to fit but measured over the budget
-                estimates[self._largest_fitting(guard, candidates[0], measure, device)] = math.nan
-            estimates.update(self._confirm(estimates, rows, sample, measure, device))
-        best = pick_chunk(estimates, self.tolerance, whole=rows) if len(estimates) > 1 else next(iter(estimates))
-        self.cache[key] = best
-        self.timings[key] = estimates
-        self.pruned[key] = pruned
-        self.over_budget[key] = over
-        if guard is not None:
-            self.memory_reports[key] = guard.report
-        logger.info("chunk_size='auto' chose %d rows per forward (estimated seconds per call: %s)", best, estimates)
-        return best
-
-    def _confirm(
-        self,
-        estimates: dict[int, float],
-        rows: int,
-        sample: int,
-        measure: Callable[[int, int], None],
-        device: torch.device,
+    def estimates(
+        self, known: LayoutKnowledge, candidates: list[int], rows: int, row_elements: int
     ) -> dict[int, float]:
-        """New estimates of the candidates within ``stop_after`` of the fastest, timed in interleaved rounds (the
-        order rotated each round) until each has ``min_seconds`` measured or ``max_repeats`` rounds; ``{}`` when
-        fewer than two are that close or the rounds would take longer than ``confirm_seconds``."""
-        timed = {c: seconds for c, seconds in estimates.items() if math.isfinite(seconds)}
-        if len(timed) < 2 or self.confirm_seconds <= 0:
-            return {}
-        fastest = min(timed.values())
-        finalists = [c for c, seconds in timed.items() if seconds <= fastest * (1 + self.stop_after)]
-        if len(finalists) < 2:
-            return {}
-        spans = {c: min(rows, max(c, sample)) for c in finalists}
-        per_round = sum(timed[c] * spans[c] / rows for c in finalists)
-        rounds = min(self.max_repeats, max(self.repeats + 1, math.ceil(self.min_seconds / max(per_round, 1e-9))))
-        if rounds * per_round > self.confirm_seconds:
-            return {}
-        times: dict[int, list[float]] = {c: [] for c in finalists}
-        for r in range(rounds):
-            for c in finalists[r % len(finalists) :] + finalists[: r % len(finalists)]:
-                times[c].append(self._time_span(measure, c, spans[c], device))
-        return {c: statistics.median(times[c]) * rows / spans[c] for c in finalists}
+        """Estimated seconds of the call per candidate whose forward size has timings (the median of them)."""
+        found = {}
+        for c in candidates:
+            times = known.costs.get(size_bucket(c * row_elements))
+            if times:
+                found[c] = statistics.median(times) * rows * row_elements
+        return found
 
-    @staticmethod
-    def _largest_fitting(
-        guard: MemoryGuard | None, below: int, measure: Callable[[int, int], None], device: torch.device
-    ) -> int:
-        """The largest size under ``below`` whose forward fits (measured within the budget, or at least not out of
-        memory without one), searched down from the predicted maximum (without a budget: by halving); never below
-        a size already measured to fit (1 row always was)."""
-        size = below - 1 if guard is None else min(guard.max_rows(), below - 1)
-        while size > 1:
-
-            def forward(size: int = size) -> None:
-                ChunkTuner._time_span(measure, size, size, device)
-
-            if guard is None:
-                if _runs(forward):
-                    return size
-                size //= 2
-                continue
-            if not guard.admit(size):  # predicted over the budget (the prediction is refined by admit's probes)
-                smaller = min(guard.max_rows(), size - 1)
-            elif guard.fits(size, forward):
-                return size
-            else:  # measured over the budget: step down by a tenth
-                smaller = min(guard.max_rows(), math.floor(size * 0.9))
-            known = guard.largest_measured_fit(size)  # never go below a size already measured to fit
-            size = max(known, smaller)
-            if size == known:
-                return size
-        return 1
-
-    @staticmethod
-    def _time_span(measure: Callable[[int, int], None], chunk: int, span: int, device: torch.device) -> float:
-        """Seconds to run rows ``0:span`` in forwards of ``chunk`` rows."""
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        for first in range(0, span, chunk):
-            measure(first, min(first + chunk, span))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
+    def _choose(
+        self,
+        key: Hashable,
+        known: LayoutKnowledge,
+        rows: int,
+        batch: int,
+        copies: int,
+        row_elements: int,
+        max_rows: int | None,
+        timed: bool,
+    ) -> Decision:
+        candidates = self.candidates(known, rows, batch, copies, row_elements, max_rows)
+        if self.clock is None or len(candidates) == 1:  # nothing to time, or nothing to choose from
+            self.remember(key, candidates[-1])
+            return Decision(candidates[-1], final=True)
+        estimates = self.estimates(known, candidates, rows, row_elements)
+        exploring = known.explorations < self.max_explorations
+        if not estimates:  # nothing known: the largest that fits, timed from the shape's second call on
+            return Decision(candidates[-1], timed=timed and exploring)
+        best = pick_chunk(estimates, self.tolerance, whole=rows)
+        if exploring:
+            i = candidates.index(best)
+            for j in (i + 1, i - 1):  # an untried neighbour of the fastest: try it (larger first)
+                if 0 <= j < len(candidates) and candidates[j] not in estimates:
+                    return Decision(candidates[j] if timed else best, timed=timed)
+            fastest = min(estimates.values())
+            close = [c for c, s in estimates.items() if s <= fastest * (1 + self.stop_after)]
+            counts = {c: len(known.costs[size_bucket(c * row_elements)]) for c in close}
+            short = [c for c in close if counts[c] < self.samples]
+            if short and not timed:
+                return Decision(best)
+            if short:  # close candidates with too few timings: the least timed next, in turn (rounds interleave)
+                turn = self._rounds.get(key, 0)
+                self._rounds[key] = turn + 1
+                fewest = min(counts[c] for c in short)
+                least = [c for c in short if counts[c] == fewest]
+                return Decision(least[turn % len(least)], timed=True)
+        self._rounds.pop(key, None)
+        self.remember(key, best)
+        return Decision(best, final=True)
 
 
 def pick_chunk(
@@ -265,23 +350,11 @@ def pick_chunk(
     fastest and at most ``whole_bonus_s`` slower, else the smallest chunk size within ``tolerance`` of the fastest.
 
     The whole orbit in one chunk wins such a near-tie because its calls skip the per-chunk loop and take the fast
-    path (:mod:`symwrap.fast_path`), a saving of about 0.1–0.3 ms per call that the tuner's timings of bare forwards
-    do not see; on a large model that saving is far below the timing noise, so there the measured fastest counts.
-    The memory budget has already dropped ``whole`` when it does not fit.
+    path (:mod:`symwrap.fast_path`), a saving of about 0.1–0.3 ms per call; on a large model that saving is far below
+    the timing noise, so there the measured fastest counts.
     """
     fastest = min(estimates.values())
     near = [c for c, seconds in estimates.items() if seconds <= fastest * (1 + tolerance)]
     if whole in near and estimates[whole] <= fastest + whole_bonus_s:
         return whole
     return min(near)
-
-
-def _runs(forward: Callable[[], None]) -> bool:
-    """Run ``forward``; ``False`` if it ran out of memory (other errors propagate)."""
-    try:
-        forward()
-    except Exception as error:
-        if not is_out_of_memory(error):
-            raise
-        return False
-    return True

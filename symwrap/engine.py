@@ -15,6 +15,7 @@ action moves a whole chunk with one batched kernel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -29,10 +30,11 @@ from symwrap.actions.base import Action
 from symwrap.adapters.base import Adapter, BoundCall
 from symwrap.autocast import at_least_float32
 from symwrap.caches import keep_newest
-from symwrap.chunking import ChunkTuner
-from symwrap.errors import OutOfMemoryError
+from symwrap.chunking import ChunkTuner, Decision, pick_chunk
+from symwrap.dense_pull_back import SlotReducer, slot_reducers
+from symwrap.errors import ConfigError, OutOfMemoryError
 from symwrap.groups.base import Group
-from symwrap.memory import is_out_of_memory
+from symwrap.memory import is_out_of_memory, measure_peak
 from symwrap.methods.base import Method, Plan
 from symwrap.nested import TreeSpec, tree_flatten, tree_unflatten
 from symwrap.reduce import OrbitReducer, combine_reweighed, reduce_whole_orbit
@@ -77,6 +79,16 @@ class _Chunk:
 
 
 @dataclass
+class _Tuning:
+    key: tuple  # the call signature: shapes, dtypes, devices of the acted inputs, copies, group
+    layout: tuple  # what shapes of one model share: ranks, dtypes, devices of the acted inputs, group
+    rows: int
+    batch: int
+    copies: int
+    row_elements: int  # input elements of one orbit row
+
+
+@dataclass
 class _Orbit:
     first: _Chunk  # the first chunk (its output structure)
     selected: list[int]  # indices of the combined output leaves
@@ -104,9 +116,10 @@ class OrbitEngine:
         self.chunk_size = chunk_size
         self.tuner = tuner or ChunkTuner()
         self._row_maps: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._moves: dict[tuple, Any] = {}  # native pull-back moves per elements and map size (dense_pull_back)
         # One measurement at a time: threads that call a new shape together wait for one choice instead of timing
         # their forwards against each other.
-        self._tuning = threading.Lock()
+        self._tuning_lock = threading.Lock()
         _prepare_compiled_tuning()
 
     def fresh(self) -> OrbitEngine:
@@ -118,12 +131,12 @@ class OrbitEngine:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_tuning"]  # a lock does not pickle; a copy gets its own
+        del state["_tuning_lock"]  # a lock does not pickle; a copy gets its own
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._tuning = threading.Lock()
+        self._tuning_lock = threading.Lock()
 
     @property
     def chunk_size(self) -> ChunkSize:
@@ -147,89 +160,109 @@ class OrbitEngine:
         self.fast_paths.clear()
 
     def whole_orbit_in_one_chunk(self, call: BoundCall, group: Group, action: Action, plan: Plan) -> bool:
-        """Whether a call like ``call`` runs all its ``B·k`` rows in one forward (after the call that tuned it)."""
-        return self._rows_per_chunk(call, group, action, plan) >= plan.weights.numel()
+        """Whether calls like ``call`` run all their ``B·k`` rows in one forward from now on (for ``"auto"``: once the
+        tuner's choice for the shape is final)."""
+        rows = plan.weights.numel()
+        if self.chunk_size is None:
+            return True
+        if isinstance(self.chunk_size, int):
+            return self.chunk_size >= rows
+        chosen = self.tuner.cached(self._tuning(call, group, plan).key)
+        return chosen is not None and chosen >= rows
+
+    def settled(self, call: BoundCall, group: Group, plan: Plan) -> bool:
+        """Whether the rows per forward of calls like ``call`` are fixed from now on (for ``"auto"``: the tuner's
+        choice for the shape is final)."""
+        return self.chunk_size != "auto" or self.tuner.cached(self._tuning(call, group, plan).key) is not None
 
     # ------------------------------------------------------------------ chunking
-    def _rows_per_chunk(self, call: BoundCall, group: Group, action: Action, plan: Plan) -> int:
-        batch, copies = plan.elements.shape[:2]
-        rows = batch * copies
-        if self.chunk_size is None or caches_off():  # a recorded call: the whole orbit in one forward, no tuner
-            return rows
-        if isinstance(self.chunk_size, int):
-            return min(self.chunk_size, rows)
-        flat = plan.flat_elements()
-        src = self.row_map(batch, copies, flat.device)[0]
-
-        def measure(start: int, stop: int) -> None:
-            rows_src = src[start:stop]
-            acted = [action.apply(x, rows_src.to(x.device), flat[start:stop], group) for x in call.acted]
-            call.call(acted, rows_src)
-
-        key = self._tuning_key(call, group, plan)
-        chosen = self.tuner.cached(key)  # a dict lookup: traceable, so tuned compiled calls have no graph break
-        if chosen is not None:
-            return chosen
-        if torch.compiler.is_compiling():
-            # Timing forwards is meaningless inside a traced graph: the measurement runs eagerly, outside it.
-            return _tune_eagerly()(self, key, rows, batch, copies, measure, call.acted[0].device)
-        return self._tune(key, rows, batch, copies, measure, call.acted[0].device)
-
-    def _tune(self, key: tuple, *args: Any) -> int:
-        """``tuner.choose(key, *args)``, one thread at a time (a thread that waited finds the choice made)."""
-        with self._tuning:
-            chosen = self.tuner.cached(key)
-            return chosen if chosen is not None else self.tuner.choose(key, *args)
-
     @staticmethod
-    def _tuning_key(call: BoundCall, group: Group, plan: Plan) -> tuple:
-        copies = plan.elements.shape[1]
-        return (tuple((tuple(x.shape), x.dtype, x.device) for x in call.acted), copies, type(group).__name__)
+    def _tuning(call: BoundCall, group: Group, plan: Plan) -> _Tuning:
+        batch, copies = plan.elements.shape[:2]
+        key = (tuple((tuple(x.shape), x.dtype, x.device) for x in call.acted), copies, type(group).__name__)
+        layout = (tuple((x.dim(), x.dtype, x.device) for x in call.acted), type(group).__name__)
+        row_elements = sum(x.numel() // max(x.shape[0], 1) for x in call.acted)
+        return _Tuning(key, layout, batch * copies, batch, copies, max(row_elements, 1))
 
     def _chunks(
         self, call: BoundCall, group: Group, action: Action, plan: Plan, forward: RowsForward | None = None
     ) -> Iterator[_Chunk]:
         batch, copies = plan.elements.shape[:2]
         rows = batch * copies
-        per_chunk = self._rows_per_chunk(call, group, action, plan)
         device = call.acted[0].device
+        tuning: _Tuning | None = None
+        decision: Decision | None = None
+        if self.chunk_size is None or caches_off():  # a recorded call: the whole orbit in one forward, no tuner
+            per_chunk = rows
+        elif isinstance(self.chunk_size, int):
+            per_chunk = min(self.chunk_size, rows)
+        else:
+            tuning = self._tuning(call, group, plan)
+            chosen = self.tuner.cached(tuning.key)  # a dict lookup: traceable, so compiled calls have no graph break
+            if chosen is not None:
+                per_chunk = chosen
+            elif torch.compiler.is_compiling():  # decided eagerly: the graph breaks here once per shape
+                decision = _decide_eagerly()(self.tuner, tuning, device, True)
+                per_chunk = decision.chunk
+            else:
+                with self._tuning_lock:  # threads share the tuner: one decision at a time (no forward inside)
+                    decision = _decide(self.tuner, tuning, device, False)
+                per_chunk = decision.chunk
+        measure_rows = decision.measure_rows if decision is not None else 0
+        timed = decision is not None and decision.timed and self.tuner.clock is not None
+        started = self.tuner.clock() if timed else 0.0  # type: ignore[misc]
         flat = plan.flat_elements()
         src_all, slot_all = self.row_map(batch, copies, device)
         # Several chunks of a small input: move every row with one action call and slice it per chunk, instead of
         # one action call per chunk (each is a few kernels of fixed cost: ~0.1 ms a chunk on a CPU).
-        moved = self._moved_at_once(call, group, action, src_all, flat, per_chunk)
+        moved = self._moved_at_once(call, group, action, src_all, flat, min(per_chunk, measure_rows or per_chunk))
         start = 0
         while start < rows:
-            whole = start == 0 and per_chunk >= rows  # the same row map object every call: actions cache on it
-            src = src_all if whole else src_all[start : start + per_chunk]
-            elements = flat if whole else flat[start : start + per_chunk]
+            size = measure_rows if measure_rows and start == 0 else per_chunk
+            whole = start == 0 and size >= rows  # the same row map object every call: actions cache on it
+            src = src_all if whole else src_all[start : start + size]
+            elements = flat if whole else flat[start : start + size]
             failed = False
             try:
-                if moved is not None:
-                    acted = [m[start : start + per_chunk] for m in moved]
-                else:
-                    acted = [action.apply(x, src.to(x.device), elements, group) for x in call.acted]
                 features = None
-                if forward is None:
-                    out = call.call(acted, src)
-                else:
-                    with call.autocast.model_precision():  # a features forward: the caller's precision
-                        features, out = forward(acted, src)
+                # the measured first chunk: its moved rows and its forward, as every later chunk will need them
+                with measure_peak(device) if measure_rows and start == 0 else contextlib.nullcontext() as peak:
+                    if moved is not None:
+                        acted = [m[start : start + size] for m in moved]
+                    else:
+                        acted = [action.apply(x, src.to(x.device), elements, group) for x in call.acted]
+                    if forward is None:
+                        out = call.call(acted, src)
+                    else:
+                        with call.autocast.model_precision():  # a features forward: the caller's precision
+                            features, out = forward(acted, src)
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
-                per_chunk = self._back_off(call, group, plan, per_chunk, error)
-                failed = True
+                per_chunk = self._back_off(call, group, plan, size, error)
+                measure_rows, timed, failed = 0, False, True
             if failed:  # the failed chunk's tensors died with `error` (its traceback held their frames)
                 acted = []
                 if device.type == "cuda":
                     torch.cuda.empty_cache()  # hand its blocks back before retrying
                 continue  # nothing of the failed chunk was reduced: retry the same rows in smaller chunks
+            if peak is not None:  # the measured first chunk: its peak bounds the chunks of the other rows
+                assert tuning is not None
+                with self._tuning_lock:
+                    per_chunk = self.tuner.measured(
+                        tuning.key, tuning.layout, rows, batch, copies, tuning.row_elements, size, peak.peak
+                    )
+                measure_rows = 0
             leaves, spec = tree_flatten(out)
-            yield _Chunk(
-                src, slot_all if whole else slot_all[start : start + per_chunk], elements, leaves, spec, features
-            )
-            start += per_chunk
+            yield _Chunk(src, slot_all if whole else slot_all[start : start + size], elements, leaves, spec, features)
+            start += size
+        if timed:  # the whole call ran in chunks of `per_chunk`, pulled back and reduced: the tuner learns its time
+            assert tuning is not None
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = self.tuner.clock() - started  # type: ignore[misc]
+            with self._tuning_lock:
+                self.tuner.observe(tuning.key, tuning.layout, per_chunk, rows, tuning.row_elements, seconds)
 
     def _moved_at_once(
         self, call: BoundCall, group: Group, action: Action, src: Tensor, flat: Tensor, per_chunk: int
@@ -257,7 +290,7 @@ class OrbitEngine:
                 "with max_memory='8GiB' to cap it, or a smaller chunk_size."
             ) from error
         smaller = max(1, per_chunk // 2)
-        self.tuner.remember(self._tuning_key(call, group, plan), smaller)
+        self.tuner.remember(self._tuning(call, group, plan).key, smaller)
         self.fast_paths.clear()
         logger.warning(
             "out of memory with %d rows per forward: retrying with %d (chunk_size='auto')", per_chunk, smaller
@@ -309,21 +342,45 @@ class OrbitEngine:
         selected: list[int] = []
         whole: list[Tensor] | None = None
         kept: list[list[Tensor]] | None = None  # small outputs of several chunks: reduced once, at the end
+        if second_moment and reduce in ("max", "gmean"):
+            raise ConfigError(
+                f"reduce={reduce!r} has no standard error: the method's return_stderr=True needs a mean "
+                "(reduce='logits', 'probs' or 'features'); drop return_stderr or pick one of those."
+            )
+        dense: list[SlotReducer] | None = None  # dense outputs of exact image moves: reduced slot by slot
+        start = 0  # the first orbit row of the chunk (chunks come in row order)
         for chunk in self._chunks(call, group, input_action, plan):
             if first is None:
                 first = chunk
                 selected = adapter.selected_leaves(chunk.spec, chunk.leaves, chunk.src.shape[0])
+                if not second_moment:
+                    leaves = [chunk.leaves[i] for i in selected]
+                    moves = {} if caches_off() else self._moves  # a recorded call keeps nothing
+                    dense = slot_reducers(
+                        output_action, group, plan.elements, plan.weights, leaves, reduce, class_dim, moves
+                    )
+            chunk_rows = chunk.src.shape[0]
+            start += chunk_rows
+            if dense is not None:
+                assert output_action is not None
+                for reducer_of_leaf, i in zip(dense, selected):
+                    output_action.check(chunk.leaves[i], group, output=True)
+                    reducer_of_leaf.add(start - chunk_rows, chunk.leaves[i])
+                continue
             values = self._pulled_back(chunk, selected, group, output_action)
-            if not second_moment and chunk.src.shape[0] == rows:  # the whole orbit in one forward
+            if not second_moment and chunk_rows == rows:  # the whole orbit in one forward
                 whole = reduce_whole_orbit(values, plan.weights, reduce, class_dim)
                 continue
-            if kept is None and not second_moment and _orbit_bytes(values, chunk.src.shape[0], rows) <= KEEP_BYTES:
+            small = _orbit_bytes(values, chunk_rows, rows) <= KEEP_BYTES
+            if kept is None and not second_moment and small:
                 kept = []
             if kept is not None:  # one weighted sum for all chunks instead of a scatter-add per chunk
                 kept.append(values)
                 continue
             reducer.update(chunk.src, chunk.slot, values)
         assert first is not None
+        if dense is not None:
+            whole = [reducer_of_leaf.result() for reducer_of_leaf in dense]
         if kept:
             whole = reduce_whole_orbit([torch.cat(parts) for parts in zip(*kept)], plan.weights, reduce, class_dim)
         output = _assemble(first, selected, reducer.result() if whole is None else whole)
@@ -421,26 +478,38 @@ class OrbitEngine:
         return pulled
 
 
-def _eager_tune(engine: OrbitEngine, *args: Any) -> int:
-    return engine._tune(*args)
+def _decide(tuner: ChunkTuner, tuning: _Tuning, device: torch.device, traced: bool) -> Decision:
+    """The tuner's decision, made eagerly. A traced call neither measures nor times: its shape's choice is made final
+    (memory and timings as known so far), so the next trace is a plain lookup without a graph break."""
+    t = tuning
+    if traced:
+        chosen = tuner.cached(t.key)
+        if chosen is None:
+            known = tuner.layout(t.layout)
+            candidates = tuner.candidates(known, t.rows, t.batch, t.copies, t.row_elements, None)
+            estimates = tuner.estimates(known, candidates, t.rows, t.row_elements)
+            chosen = pick_chunk(estimates, tuner.tolerance, whole=t.rows) if estimates else candidates[-1]
+            tuner.remember(t.key, chosen)
+        return Decision(chosen, final=True)
+    return tuner.decide(t.key, t.layout, t.rows, t.batch, t.copies, t.row_elements, device)
 
 
-#: :func:`_eager_tune` wrapped by ``torch.compiler.disable``, once ``torch._dynamo`` is loaded (the wrapping imports
-#: it, and ``import symwrap`` must not: it is a third of ``import torch``'s time). A list, which dynamo reads.
-_EAGER_TUNE: list[Callable[..., int]] = []
+#: :func:`_decide` wrapped by ``torch.compiler.disable``, once ``torch._dynamo`` is loaded (the wrapping imports it,
+#: and ``import symwrap`` must not: it is a third of ``import torch``'s time). A list, which dynamo reads.
+_EAGER_DECIDE: list[Callable[..., Decision]] = []
 
 
 def _prepare_compiled_tuning() -> None:
-    """Make the disabled :func:`_eager_tune` when ``torch._dynamo`` is already loaded (then it costs nothing)."""
-    if not _EAGER_TUNE and "torch._dynamo" in sys.modules:
-        _EAGER_TUNE.append(torch.compiler.disable(_eager_tune))
+    """Make the disabled :func:`_decide` when ``torch._dynamo`` is already loaded (then it costs nothing)."""
+    if not _EAGER_DECIDE and "torch._dynamo" in sys.modules:
+        _EAGER_DECIDE.append(torch.compiler.disable(_decide))
 
 
-def _tune_eagerly() -> Callable[..., int]:
-    """:func:`_eager_tune` run eagerly from a compiled call, which breaks its graph there once, until the size is
-    tuned. Made before tracing when possible (an engine built after ``torch._dynamo`` loaded); otherwise made here,
-    one more graph break."""
-    return _EAGER_TUNE[0] if _EAGER_TUNE else torch.compiler.disable(_eager_tune)
+def _decide_eagerly() -> Callable[..., Decision]:
+    """:func:`_decide` run eagerly from a compiled call, which breaks its graph there once per shape. Made before
+    tracing when possible (an engine built after ``torch._dynamo`` loaded); otherwise made here, one more graph
+    break."""
+    return _EAGER_DECIDE[0] if _EAGER_DECIDE else torch.compiler.disable(_decide)
 
 
 def _orbit_bytes(values: list[Tensor], chunk_rows: int, rows: int) -> int:

@@ -1,19 +1,18 @@
 """Memory budgets for ``chunk_size="auto"``: measured peaks of real forwards, never guesses.
 
 The budget of one chunk's forward is ``min(max_memory, free_fraction · free memory)``, the free memory read when
-the chunk size is tuned (CUDA: ``torch.cuda.mem_get_info`` plus what PyTorch's caching allocator holds unused;
+a forward is measured (CUDA: ``torch.cuda.mem_get_info`` plus what PyTorch's caching allocator holds unused;
 CPU on Linux: ``MemAvailable`` of ``/proc/meminfo``, lowered to a cgroup v2 limit if one is set; elsewhere
 unknown, so only ``max_memory`` applies). It bounds the memory a chunk's forward needs *on top of* what is
 already allocated (the model, the inputs): the peak measured during the forward minus the memory in use before.
 
-How a chunk size is admitted (:class:`MemoryGuard`, driven by :class:`~symwrap.chunking.ChunkTuner`):
-
-1. probe forwards of 1 and 2 rows are measured; they give a per-row slope and a fixed part;
-2. every candidate's untimed warm-up forward is measured too, so the chunk finally chosen always has a measured
-   peak within the budget; a candidate whose measured peak exceeds the budget is dropped with all larger ones;
-3. before a forward is run, its peak is predicted from the two largest measured sizes
-   (``peak(n) ≈ peak(m) + per_row · (n - m)``) and a size predicted over the budget is never run; once a
-   prediction comes within half the budget, the size is approached by doubling, measuring each step.
+How a chunk size is admitted (:class:`~symwrap.chunking.ChunkTuner`): the first chunk of the first call of a model,
+and of every call whose rows are larger than any measured, is a real forward of ``B`` rows (one row under
+``max_memory``) run under the meter below. Its peak divided by its input elements is the bytes per input element of
+that model layout; a chunk is predicted to need ``bytes per element × rows × row elements``, and a candidate predicted
+over the budget is never run. The prediction counts the forward's fixed part once per row, so it errs on the safe
+side, and rows no larger than the measured ones need no new measurement (their bytes per element are at most those
+of the larger rows: equal for convolutions, smaller for attention over shorter texts).
 
 Measuring: on CUDA, ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. Elsewhere (CPU) there
 are no allocator statistics, and the resident set size is a poor meter (glibc keeps freed blocks or returns them
@@ -30,8 +29,8 @@ import logging
 import math
 import re
 import weakref
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +39,10 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from symwrap.errors import ConfigError, MemoryBudgetError
+from symwrap.errors import ConfigError
 
 __all__ = [
     "MemoryBudget",
-    "MemoryGuard",
     "StorageMeter",
     "format_bytes",
     "free_memory",
@@ -282,148 +280,3 @@ class MemoryBudget:
         if not limits:
             return None, "no limit"
         return min(limits)
-
-    def guard(self, run: Callable[[int, int], None], device: torch.device, rows: int) -> MemoryGuard | None:
-        """A :class:`MemoryGuard` for one tuning (it runs the 1- and 2-row probes), or ``None`` without a budget.
-
-        Raises:
-            MemoryBudgetError: Even a forward of one row does not fit the budget.
-        """
-        budget, source = self.resolve(device)
-        if budget is None:
-            return None
-        return MemoryGuard(budget, source, run, device, rows)
-
-
-@dataclass
-class MemoryReport:
-    """What a :class:`MemoryGuard` measured for one call signature (kept by the tuner, shown by benchmarks).
-
-    Attributes:
-        budget: Bytes a chunk's forward may use; ``source`` says why (``max_memory`` or free memory).
-        peaks: Measured peak bytes above the baseline, per rows in the forward (``math.inf``: out of memory).
-        per_row: Bytes per extra row, from the two largest measured sizes that fit.
-        fixed: The part that does not grow with rows (``peak - per_row · rows`` at the largest fitting size).
-    """
-
-    budget: int
-    source: str
-    peaks: dict[int, float] = field(default_factory=dict)
-    per_row: float = 0.0
-    fixed: float = 0.0
-
-    def predict(self, rows: int) -> float:
-        """Predicted peak bytes of a forward of ``rows`` rows (measured where it was)."""
-        if rows in self.peaks:
-            return self.peaks[rows]
-        below = [(n, p) for n, p in self.peaks.items() if n < rows and p != math.inf]
-        above = [(n, p) for n, p in self.peaks.items() if n > rows and p != math.inf]
-        if below and above:  # between two measured sizes: on the line through them
-            (n_a, p_a), (n_b, p_b) = max(below), min(above)
-            return p_a + (p_b - p_a) * (rows - n_a) / (n_b - n_a)
-        if above:
-            return min(above)[1]
-        return self.fixed + self.per_row * rows
-
-    def max_rows(self, rows: int) -> int:
-        """The most rows (≤ ``rows``) whose predicted peak fits the budget (0 if none)."""
-        fitting = [n for n, p in self.peaks.items() if p <= self.budget]
-        if self.per_row <= 0:
-            return rows if self.predict(rows) <= self.budget else max(fitting, default=0)
-        grown = math.floor((self.budget - self.fixed) / self.per_row)
-        return min(rows, max(grown, max(fitting, default=0)))
-
-
-class MemoryGuard:
-    """Admits chunk sizes whose measured forward peak fits the budget (see the module docstring).
-
-    Args:
-        budget: Bytes a chunk's forward may use; ``source`` says where the number comes from.
-        run: ``run(start, stop)`` runs one forward of orbit rows ``start:stop``.
-        device: Where the forward runs (picks the meter).
-        rows: Rows of the whole call.
-
-    Raises:
-        MemoryBudgetError: A one-row forward does not fit the budget.
-    """
-
-    def __init__(self, budget: int, source: str, run: Callable[[int, int], None], device: torch.device, rows: int):
-        self.run = run
-        self.device = device
-        self.rows = rows
-        self.report = MemoryReport(budget, source)
-        one = self.measure(1)
-        if one > budget:
-            raise MemoryBudgetError(
-                f"chunk_size='auto' cannot fit one orbit row into the memory budget: a forward of 1 row needs "
-                f"{'more than the free memory' if one == math.inf else format_bytes(one)} (measured), but the "
-                f"budget is {format_bytes(budget)} ({source}). Give a larger max_memory, free device memory, or "
-                "use smaller inputs."
-            )
-        if rows >= 2:
-            self.measure(2)
-
-    @property
-    def budget(self) -> int:
-        return self.report.budget
-
-    def measure(self, rows: int, forward: Callable[[], None] | None = None) -> float:
-        """Run ``forward`` (default: the first ``rows`` rows) under the meter, record and return its peak bytes.
-
-        An out-of-memory error counts as an infinite peak (the size does not fit) instead of propagating.
-        """
-        forward = forward or (lambda: self.run(0, rows))
-        failed = False
-        try:
-            with measure_peak(self.device) as measured:
-                forward()
-        except Exception as error:
-            if not is_out_of_memory(error):
-                raise
-            failed = True
-        peak = math.inf if failed else float(measured.peak)
-        if failed and self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        self.report.peaks[rows] = max(peak, self.report.peaks.get(rows, 0.0))
-        self._fit()
-        return self.report.peaks[rows]
-
-    def _fit(self) -> None:
-        fitting = sorted((n, p) for n, p in self.report.peaks.items() if p <= self.budget)
-        if not fitting:
-            return
-        n_b, p_b = fitting[-1]
-        slope = p_b / n_b
-        if len(fitting) >= 2:
-            n_a, p_a = fitting[-2]
-            slope = (p_b - p_a) / (n_b - n_a)
-            if slope <= 0:  # noise or a fixed part that shrank: assume no fixed part (the larger slope)
-                slope = p_b / n_b
-        self.report.per_row = slope
-        self.report.fixed = p_b - slope * n_b
-
-    def max_rows(self) -> int:
-        """The most rows a forward may take by the current prediction (≥ 1: one row was measured to fit)."""
-        return max(1, self.report.max_rows(self.rows))
-
-    def largest_measured_fit(self, below: int) -> int:
-        """The largest size under ``below`` measured within the budget (1 was, when the guard was made)."""
-        return max((n for n, p in self.report.peaks.items() if n < below and p <= self.budget), default=1)
-
-    def admit(self, rows: int) -> bool:
-        """Whether a forward of ``rows`` rows may be run: its predicted peak fits. Near the budget (a prediction
-        above half of it), sizes up to ``rows`` are first measured by doubling from the largest measured size."""
-        while True:
-            predicted = self.report.predict(rows)
-            if predicted > self.budget:
-                return False
-            measured = [n for n, p in self.report.peaks.items() if p <= self.budget and n < rows]
-            largest = max(measured, default=rows)
-            if rows in self.report.peaks or predicted <= self.budget / 2 or rows <= 2 * largest:
-                return True
-            if self.measure(2 * largest) > self.budget:
-                return False
-
-    def fits(self, rows: int, forward: Callable[[], None]) -> bool:
-        """Run ``forward`` (a forward of ``rows`` rows) under the meter; whether its measured peak fits."""
-        return self.measure(rows, forward) <= self.budget

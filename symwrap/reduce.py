@@ -13,12 +13,15 @@ from symwrap.autocast import float32_or_64
 if TYPE_CHECKING:
     from symwrap.methods.base import Reweighing
 
-__all__ = ["REDUCE_SPACES", "OrbitReducer", "combine_reweighed", "reduce_whole_orbit"]
+__all__ = ["REDUCE_SPACES", "OrbitReducer", "combine_reweighed", "finish", "reduce_whole_orbit"]
 
 #: ``logits``: weighted mean of raw outputs. ``probs``: weighted mean of ``softmax(y, class_dim)``.
 #: ``log_probs``: log of that mean, computed stably in log space. ``features``: weighted mean of
-#: L2-normalised vectors (last dim), as for CLIP-style embeddings.
-REDUCE_SPACES = ("logits", "probs", "log_probs", "features")
+#: L2-normalised vectors (last dim), as for CLIP-style embeddings. ``max``: element-wise maximum of the raw outputs
+#: over the copies with a positive weight. ``gmean``: the normalised weighted geometric mean of the probabilities,
+#: ``softmax(Σ_j w_j · log_softmax(y_j))`` along ``class_dim``. Every space is a symmetric function of the orbit's
+#: (pulled-back) outputs, so each keeps invariance and equivariance exact.
+REDUCE_SPACES = ("logits", "probs", "log_probs", "features", "max", "gmean")
 
 
 class OrbitReducer:
@@ -60,6 +63,9 @@ class OrbitReducer:
             if self.space == "log_probs":
                 self._update_log(i, src, y, wr)
                 continue
+            if self.space == "max":
+                self._update_max(i, src, y, wr)
+                continue
             acc = self._sum[i]
             if acc is None:
                 acc = y.new_zeros((self.batch, *y.shape[1:]))
@@ -69,6 +75,14 @@ class OrbitReducer:
                 if sq is None:
                     sq = y.new_zeros((self.batch, *y.shape[1:]))
                 self._sq[i] = sq.index_add(0, src, wr * y.detach() ** 2)
+
+    def _update_max(self, i: int, src: Tensor, y: Tensor, w: Tensor) -> None:
+        acc = self._sum[i]
+        if acc is None:
+            acc = torch.full((self.batch, *y.shape[1:]), -torch.inf, dtype=y.dtype, device=y.device)
+        y = torch.where(w > 0, y, -torch.inf)  # a copy of weight 0 takes no part
+        index = src.reshape(-1, *([1] * (y.ndim - 1))).expand_as(y)
+        self._sum[i] = acc.scatter_reduce(0, index, y, reduce="amax")
 
     def _update_log(self, i: int, src: Tensor, log_p: Tensor, w: Tensor) -> None:
         # Online log-sum-exp: keep a running max M (detached; the result log S + M does not depend on it).
@@ -90,7 +104,7 @@ class OrbitReducer:
         """The reduced leaves, each ``(B, ...)``."""
         if self.space == "log_probs":
             return [torch.log(s) + _finite_or_zero(m) for s, m in zip(self._sum, self._max)]  # type: ignore[arg-type]
-        return list(self._sum)  # type: ignore[arg-type]
+        return [finish(s, self.space, self.class_dim) for s in self._sum]  # type: ignore[arg-type]
 
     def variance(self) -> list[Tensor]:
         """Weighted variance of the copies per input, ``Σ w y² - (Σ w y)²`` (needs ``second_moment``)."""
@@ -98,7 +112,7 @@ class OrbitReducer:
 
 
 def reduce_whole_orbit(
-    leaves: list[Tensor], weights: Tensor, space: str = "logits", class_dim: int = -1
+    leaves: list[Tensor], weights: Tensor, space: str = "logits", class_dim: int = -1, finished: bool = True
 ) -> list[Tensor]:
     """The reduction of :class:`OrbitReducer` when every row of the orbit is at hand, in row order ``r = b·k + j``.
 
@@ -111,14 +125,15 @@ def reduce_whole_orbit(
         leaves: Each ``(B·k, ...)``.
         weights: ``(B, k)``.
         space: One of :data:`REDUCE_SPACES`.
-        class_dim: The class axis of each leaf for ``probs``/``log_probs``.
+        class_dim: The class axis of each leaf for ``probs``/``log_probs``/``gmean``.
+        finished: Apply :func:`finish` (``False`` leaves ``gmean``'s weighted log-probabilities, to be added to).
 
     Returns:
         Each leaf reduced to ``(B, ...)``.
     """
     batch, copies = weights.shape
     if copies == 1 and not weights.requires_grad:  # one copy per input, weight 1 (they sum to 1): the copy itself
-        return [_in_space(leaf, space, class_dim) for leaf in leaves]
+        return [_finished(_in_space(leaf, space, class_dim), space, class_dim, finished) for leaf in leaves]
     out = []
     for leaf in leaves:
         y = _in_space(leaf, space, class_dim)
@@ -126,9 +141,14 @@ def reduce_whole_orbit(
         if space == "log_probs":
             y = y.reshape(batch, copies, *y.shape[1:])
             out.append(torch.logsumexp(y + torch.log(w.reshape(batch, copies, *([1] * (y.ndim - 2)))), dim=1))
+        elif space == "max":
+            y = y.reshape(batch, copies, *y.shape[1:])
+            if bool((w <= 0).any()):  # copies of weight 0 (a padded frame) take no part
+                y = torch.where(w.reshape(batch, copies, *([1] * (y.ndim - 2))) > 0, y, -torch.inf)
+            out.append(y.amax(dim=1))
         else:  # (B, 1, k) @ (B, k, D): the weighted sum over the copies as one batched matmul
             summed = torch.bmm(w.unsqueeze(1), y.reshape(batch, copies, -1))
-            out.append(summed.reshape(batch, *y.shape[1:]))
+            out.append(_finished(summed.reshape(batch, *y.shape[1:]), space, class_dim, finished))
     return out
 
 
@@ -147,7 +167,10 @@ def combine_reweighed(leaves: list[Tensor], reweighing: Reweighing, space: str, 
     """
     if reweighing.selected is not None:  # one copy per input: its output, without 0 · (the others') terms
         result = [
-            _take_copy(_in_space(leaf, space, class_dim), reweighing.selected, reweighing.copies) for leaf in leaves
+            finish(
+                _take_copy(_in_space(leaf, space, class_dim), reweighing.selected, reweighing.copies), space, class_dim
+            )
+            for leaf in leaves
         ]
     else:
         result = reduce_whole_orbit(leaves, reweighing.weights, space, class_dim)
@@ -171,12 +194,22 @@ def _take_copy(y: Tensor, selected: Tensor, copies: int) -> Tensor:
     return per_copy.gather(1, index).reshape(batch, *y.shape[1:])
 
 
+def finish(y: Tensor, space: str, class_dim: int) -> Tensor:
+    """The last step of a reduction: ``gmean``'s weighted mean of log-probabilities normalised to probabilities
+    (``softmax`` along ``class_dim``); every other space is already final."""
+    return torch.softmax(y, dim=class_dim) if space == "gmean" else y
+
+
+def _finished(y: Tensor, space: str, class_dim: int, finished: bool) -> Tensor:
+    return finish(y, space, class_dim) if finished else y
+
+
 def _in_space(y: Tensor, space: str, class_dim: int) -> Tensor:
     """``y`` in float32 (float64 stays float64) and mapped to the reduction ``space`` (see :data:`REDUCE_SPACES`)."""
     y = float32_or_64(y)
     if space == "probs":
         return torch.softmax(y, dim=class_dim)
-    if space == "log_probs":
+    if space in ("log_probs", "gmean"):
         return torch.log_softmax(y, dim=class_dim)
     if space == "features":
         return F.normalize(y, dim=-1)

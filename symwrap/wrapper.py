@@ -414,6 +414,8 @@ class SymmetrizedModel(nn.Module):
                 fast = FastPath(
                     call.model, gather, plan, reweighing, config.reduce, config.class_dim, result.dtype, features
                 )
+        if fast is None and not self.engine.settled(call, group, plan):
+            return  # chunk_size="auto" is still choosing for this shape: decide after a later call
         keep_newest(fast_paths, key, fast, 16)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -630,8 +632,9 @@ def wrap(
         adapter: Adapter name or object; ``None`` picks the first that matches the model.
         action: How elements move the input: ``None`` (the group's default), ``"image"``, ``"points"``,
             ``"vectors"``, ``"set"``, or an Action object.
-        reduce: Where outputs are averaged: ``"logits"`` (raw), ``"probs"``, ``"log_probs"`` or ``"features"``.
-        class_dim: The class axis for ``"probs"``/``"log_probs"``.
+        reduce: Where outputs are combined: the mean of ``"logits"`` (raw), ``"probs"``, ``"log_probs"`` or
+            ``"features"``, the element-wise ``"max"``, or ``"gmean"`` (normalised geometric mean of probabilities).
+        class_dim: The class axis for ``"probs"``/``"log_probs"``/``"gmean"``.
         input: The argument(s) the group acts on (position or name); default the first tensor argument.
         select: The output leaves to combine (``"logits"``, ``"0"``...); default every floating tensor.
         group_options: Options for a group given by name (``{"stride": 4}`` for ``shift``).

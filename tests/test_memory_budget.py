@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from torch import nn
 from torch.testing import assert_close
 
 import symwrap
-from symwrap.chunking import ChunkTuner
+from symwrap.chunking import ChunkTuner, size_bucket
 from symwrap.errors import ConfigError, MemoryBudgetError, OutOfMemoryError
 from symwrap.memory import MemoryBudget, StorageMeter, is_out_of_memory, measure_peak, parse_memory
 from tests.conftest import SmallCNN
@@ -91,13 +90,16 @@ def test_auto_chunk_stays_within_a_small_memory_cap_and_matches_the_stacked_resu
     assert stacked.peak > 4 * cap, "the full stack must not fit the cap, or the test shows nothing"
 
     wrapped = symwrap.wrap(model, "d4", max_memory=cap)
+    rows_run: list[int] = []
+    model.register_forward_hook(lambda module, args, output: rows_run.append(args[0].shape[0]))
     with torch.no_grad():
-        out = wrapped(x)  # the first call measures and chooses
+        out = wrapped(x)  # the first call measures a real one-row forward, then chooses for the other rows
+    assert rows_run[0] == 1 and sum(rows_run) == 128, "no forward beyond the call's own rows"
     tuner, key = wrapped.engine.tuner, _only_key(wrapped)
-    chosen, report = tuner.cache[key], tuner.memory_reports[key]
-    assert 1 <= chosen < 128
-    assert report.budget == cap and report.peaks[chosen] <= cap
-    assert tuner.over_budget[key], "the larger candidates were dropped for memory"
+    chosen = tuner.cache[key]
+    (known,) = tuner.layouts.values()
+    assert 1 <= chosen < 128 and known.budget == cap and known.peaks[(1, 3 * 32 * 32)] <= cap
+    assert chosen <= known.max_rows(3 * 32 * 32) < 128, "the larger candidates were dropped for memory"
     with torch.no_grad(), measure_peak(torch.device("cpu")) as second:
         again = wrapped(x)  # tuned: the whole call, reduce included, stays under the cap
     assert 0 < second.peak <= cap
@@ -105,7 +107,8 @@ def test_auto_chunk_stays_within_a_small_memory_cap_and_matches_the_stacked_resu
     with torch.no_grad():
         reference = symwrap.wrap(model, "d4", chunk_size=None)(x)
         assert_close(out, reference, rtol=1e-5, atol=1e-5)
-        assert_close(again, out, rtol=0, atol=0)
+        assert_close(again, out, rtol=1e-6, atol=1e-6)  # the first call ran a one-row chunk first
+        assert_close(wrapped(x), again, rtol=0, atol=0)  # the choice is final: the same chunks every call
         for moved in _d4_images(x)[1:]:
             assert_close(wrapped(moved), out, rtol=1e-5, atol=1e-5)
 
@@ -130,16 +133,17 @@ def test_auto_chunk_stays_within_a_memory_cap_on_cuda() -> None:
 
 
 def test_per_call_max_rows_caps_the_candidates() -> None:
-    tuner = ChunkTuner(repeats=1, memory=MemoryBudget(free_fraction=None))
-    ran: list[int] = []
-    chosen = tuner.choose("k", 64, 8, 8, lambda a, b: ran.append(b - a), torch.device("cpu"), max_rows=20)
-    assert chosen in (8, 16) and max(ran) <= 20 and sorted(tuner.timings["k"]) == [8, 16]
+    tuner = ChunkTuner(memory=MemoryBudget(free_fraction=None), clock=None)
+    decision = tuner.decide("k", "layout", 64, 8, 8, 10, torch.device("cpu"), max_rows=20)
+    assert decision.chunk == 16 and decision.final
+    assert tuner.candidates(tuner.layout("layout"), 64, 8, 8, 10, 20) == [8, 16]
 
 
 def test_without_any_budget_nothing_is_measured() -> None:
-    tuner = ChunkTuner(repeats=1, memory=MemoryBudget(free_fraction=None))
-    tuner.choose("k", 16, 2, 8, lambda a, b: None, torch.device("cpu"))
-    assert tuner.memory_reports == {}
+    tuner = ChunkTuner(memory=MemoryBudget(free_fraction=None), clock=None)
+    decision = tuner.decide("k", "layout", 16, 2, 8, 10, torch.device("cpu"))
+    assert decision.measure_rows == 0 and decision.chunk == 16
+    assert tuner.layout("layout").peaks == {}
 
 
 def test_free_memory_bounds_the_budget_without_max_memory() -> None:
@@ -273,43 +277,52 @@ def test_budget_too_small_for_one_row_names_the_row_and_the_budget() -> None:
     assert issubclass(MemoryBudgetError, ConfigError)
 
 
-def test_memory_report_predicts_from_the_largest_measured_sizes() -> None:
-    from symwrap.memory import MemoryReport
-
-    report = MemoryReport(budget=1000, source="test", peaks={1: 150.0, 2: 250.0, 4: 450.0}, per_row=100.0, fixed=50.0)
-    assert report.predict(4) == 450 and report.predict(3) == 350 and report.predict(8) == 850
-    assert report.max_rows(64) == 9 and math.isinf(MemoryReport(1, "t", {1: math.inf}).predict(1))
+def test_a_measured_peak_bounds_the_chunks_of_larger_batches_and_smaller_rows() -> None:
+    tuner = ChunkTuner(memory=MemoryBudget(max_memory=1000, free_fraction=None), clock=None)
+    first = tuner.decide("a", "layout", 32, 4, 8, 10, torch.device("cpu"))
+    assert first.measure_rows == 1, "under max_memory the first measured forward is one row"
+    assert tuner.measured("a", "layout", 32, 4, 8, 10, 1, 60.0) == 16  # 6 bytes an element: 16 rows of 10 fit
+    known = tuner.layout("layout")
+    assert known.bytes_per_element == 6.0 and known.max_rows(10) == 16 and known.max_rows(5) == 33
+    smaller_rows = tuner.decide("b", "layout", 64, 8, 8, 5, torch.device("cpu"))
+    assert smaller_rows.measure_rows == 0 and smaller_rows.chunk == 32  # predicted, not measured again
+    larger_rows = tuner.decide("c", "layout", 8, 1, 8, 20, torch.device("cpu"))
+    assert larger_rows.measure_rows == 1, "rows larger than any measured are measured again"
+    assert math.isinf(ChunkTuner().layout("x").max_rows(1) or math.inf)
 
 
 # ---------------------------------------------------------------------------------------------- noisy timings
-class SlowSpell:
-    """``measure(start, stop)`` that sleeps 5 ms for 8 rows and 13 ms for 16, the first ``slow`` 8-row forwards
-    4 ms longer: the machine was busy while the 8-row candidate was first timed."""
+class FakeClock:
+    """A clock that stands still until a simulated forward advances it."""
 
-    def __init__(self, slow: int) -> None:
-        self.slow = slow
+    def __init__(self) -> None:
+        self.now = 0.0
 
-    def __call__(self, start: int, stop: int) -> None:
-        if stop - start == 8:
-            extra = 0.004 if self.slow > 0 else 0.0
-            self.slow -= 1
-            time.sleep(0.005 + extra)
-        else:
-            time.sleep(0.013)
+    def __call__(self) -> float:
+        return self.now
 
 
-@pytest.mark.parametrize("confirm", [True, False])
-def test_a_slow_spell_during_the_first_timing_is_outvoted_by_interleaved_rounds(confirm: bool) -> None:
-    # 16 rows = 8 inputs × 2 copies: 8 rows per forward (10 ms a call) or all 16 in one (13 ms a call). The first
-    # timing of 8 rows (a warm-up forward and 2 spans of 2 forwards) sees 18 ms a call.
-    tuner = ChunkTuner(
-        repeats=2,
-        min_seconds=0.0,
-        stop_after=0.5,  # 18 ms is within 50 % of 13 ms: both candidates are timed again
-        memory=MemoryBudget(free_fraction=None),
-        confirm_seconds=0.5 if confirm else 0.0,
-    )
-    chosen = tuner.choose("k", 16, 8, 2, SlowSpell(slow=5), torch.device("cpu"))
-    assert chosen == (8 if confirm else 16)
-    if confirm:
-        assert tuner.timings["k"][8] < tuner.timings["k"][16]
+def _simulate_call(tuner: ChunkTuner, clock: FakeClock, key: str, seconds_per_call: dict[int, float]) -> int:
+    """One call of 16 rows (8 inputs × 2 copies) through the tuner; the clock advances by the chunk's cost."""
+    decision = tuner.decide(key, "layout", 16, 8, 2, 1, torch.device("cpu"))
+    started = clock()
+    clock.now += seconds_per_call[decision.chunk]
+    if decision.timed:
+        tuner.observe(key, "layout", decision.chunk, 16, 1, clock() - started)
+    return decision.chunk
+
+
+@pytest.mark.parametrize("samples", [3, 1])
+def test_a_slow_spell_during_one_timing_is_outvoted_by_interleaved_rounds(samples: int) -> None:
+    # 8 rows per forward costs 10 ms a call, all 16 in one 13 ms; the first call timed with 8 rows hit a slow spell
+    clock = FakeClock()
+    tuner = ChunkTuner(memory=MemoryBudget(free_fraction=None), clock=clock, samples=samples, stop_after=0.5)
+    chosen = []
+    slow_spell = {8: 0.018, 16: 0.013}
+    for _ in range(12):
+        explored = tuner.layout("layout").costs
+        timed_8 = len(explored.get(size_bucket(8), []))  # timings of forwards of 8 rows of 1 element
+        cost = slow_spell if timed_8 == 0 else {8: 0.010, 16: 0.013}
+        chosen.append(_simulate_call(tuner, clock, "k", cost))
+    assert tuner.cached("k") == (8 if samples == 3 else 16)
+    assert chosen[0] == 16, "the first call runs at once with the largest chunk that fits"
