@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -180,8 +181,9 @@ class OrbitEngine:
     def _tuning(call: BoundCall, group: Group, plan: Plan) -> _Tuning:
         batch, copies = plan.elements.shape[:2]
         key = (tuple((tuple(x.shape), x.dtype, x.device) for x in call.acted), copies, type(group).__name__)
-        layout = (tuple((x.dim(), x.dtype, x.device) for x in call.acted), type(group).__name__)
-        row_elements = sum(x.numel() // max(x.shape[0], 1) for x in call.acted)
+        # len(shape) and the product of the row's dims, not dim()/numel(): raw text (TextBatch) has a shape only
+        layout = (tuple((len(x.shape), x.dtype, x.device) for x in call.acted), type(group).__name__)
+        row_elements = sum(math.prod(x.shape[1:]) for x in call.acted)
         return _Tuning(key, layout, batch * copies, batch, copies, max(row_elements, 1))
 
     def _chunks(
