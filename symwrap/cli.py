@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from symwrap.registry import Registry
 
 __all__ = ["main"]
 
@@ -24,7 +28,40 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         print(f"plugins that failed to load ({len(errors)}):")
         for error in errors:
             print(f"  {error}")
-    return 1 if errors and args.strict else 0
+    broken = _check_all_group_laws(get_registry("group")) if args.strict else []
+    if broken:
+        print(f"groups that break a group law or cannot be built ({len(broken)}):")
+        for line in broken:
+            print(f"  {line}")
+    elif args.strict:
+        print("group laws: every registered group checked (families at n = 2, 3, 4), all hold")
+    return 1 if (errors or broken) and args.strict else 0
+
+
+def _check_all_group_laws(registry: Registry) -> list[str]:
+    """Build every registered group (family members at n = 2, 3, 4; groups sized by their input on a small
+    ``(2, 3, 4, 4)`` input) and check its group laws; one line per failure."""
+    from symwrap.errors import SymwrapError
+    from symwrap.groups.base import FiniteGroup
+    from symwrap.groups.laws import check_group_laws
+
+    failures = []
+    for entry in registry.entries():
+        names = [entry.name[:-3] + str(n) for n in (2, 3, 4)] if entry.is_family else [entry.name]
+        for name in names:
+            try:
+                group = entry.factory(**entry.match(name))  # type: ignore[arg-type]
+                if isinstance(group, FiniteGroup):
+                    try:
+                        group.order()
+                    except RuntimeError:  # sized by its input
+                        group = group.for_input((2, 3, 4, 4), group.default_action())
+                check_group_laws(group)
+            except SymwrapError as exc:
+                failures.append(f"{name} ({entry.plugin}): {exc}")
+            except Exception as exc:  # a plugin's factory may fail in any way; report it, do not crash the listing
+                failures.append(f"{name} ({entry.plugin}): cannot be built: {type(exc).__name__}: {exc}")
+    return failures
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -40,7 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser(
         "plugins", help="list every registered group, method, adapter, proxy and model loader with its plugin"
     )
-    plugins.add_argument("--strict", action="store_true", help="exit 1 if a plugin failed to load")
+    plugins.add_argument(
+        "--strict",
+        action="store_true",
+        help="also check the group laws of every registered group; exit 1 if a plugin failed to load, two plugins "
+        "claim the same name, or a group breaks a law",
+    )
     plugins.set_defaults(func=_cmd_plugins)
     demo = sub.add_parser("demo", help="wrap a small random CNN and print its invariance error before and after")
     demo.add_argument("--seed", type=int, default=0)

@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from symwrap.errors import CheckpointError, ConfigError
+from symwrap.errors import CheckpointError, ConfigError, LimitError
 
 if TYPE_CHECKING:
     from symwrap.groups.base import Group
@@ -159,7 +159,7 @@ def from_pretrained(
         )
     try:
         model = wrap(base_model, saved["group"], saved["method"], **kwargs)
-    except CheckpointError:
+    except (CheckpointError, LimitError):  # a bound names its own fix (raising it), not a corrupt file
         raise
     except Exception as exc:
         raise CheckpointError(f"cannot rebuild the wrapper described by {config_path}: {exc}") from exc

@@ -22,6 +22,7 @@ from symwrap.engine import ChunkSize, OrbitEngine
 from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
 from symwrap.fast_path import UNFINISHED, FastPath, FastPathKey, Replanned, fast_path_key
 from symwrap.groups.base import Group
+from symwrap.groups.laws import ensure_group_laws
 from symwrap.memory import MemoryBudget, is_out_of_memory, parse_memory
 from symwrap.methods.base import Method, Plan
 from symwrap.plugins import get_registry
@@ -64,11 +65,14 @@ class WrapConfig:
 
 
 def get_group(group: str | Group, **options: Any) -> Group:
-    """A group from a registry name (``"rot90"``, ``"c8"``, ``"o3"``...) and options, or a :class:`Group` as is."""
+    """A group from a registry name (``"rot90"``, ``"c8"``, ``"o3"``...) and options, or a :class:`Group` as is.
+
+    Either way its group laws are checked once (:func:`symwrap.groups.laws.ensure_group_laws`).
+    """
     if isinstance(group, Group):
         if options:
             raise ConfigError("group options are only accepted with a group name, not a Group object")
-        return group
+        return ensure_group_laws(group)
     if not isinstance(group, str):
         raise ConfigError(f"group must be a registry name or a symwrap Group, got {type(group).__name__}")
     return get_registry("group").create(group, **options)
@@ -358,7 +362,7 @@ class SymmetrizedModel(nn.Module):
     def _group_for(self, shape: tuple[int, ...]) -> Group:
         key = tuple(shape[1:])
         if key not in self._sized_groups:
-            self._sized_groups[key] = self.group.for_input(tuple(shape), self.input_action)
+            self._sized_groups[key] = ensure_group_laws(self.group.for_input(tuple(shape), self.input_action))
         return self._sized_groups[key]
 
     @contextlib.contextmanager

@@ -29,6 +29,7 @@ from torch import Tensor
 from symwrap.autocast import as_dtype
 from symwrap.frames.base import DEGENERATE_MODES, DegenerateFrameWarning, DegenerateInputError, frame_weights
 from symwrap.groups.matrix import haar_orthogonal
+from symwrap.limits import check_group_order
 
 __all__ = ["DEFAULT_EIGEN_GAP", "PCA", "PCAFrame", "analysis_dtype", "pca"]
 
@@ -110,6 +111,8 @@ def pca(x: Tensor, mask: Tensor | None = None) -> PCA:
     return PCA(centroid * size[:, None], values.flip(-1), vectors.flip(-1), centred, spread * size)
 
 
+_FRAME_ADVICE = "; use method='canonicalization' (one pose per cloud) or 'monte_carlo' for high-dimensional clouds"
+
 #: :func:`_sign_vectors` by ``(free, device, dtype)``: built once, not from a Python list every call.
 _SIGN_VECTORS: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
 
@@ -185,6 +188,8 @@ class PCAFrame:
             ``2^(d-1)`` (SO(d)), times ``enlarge_samples`` when a cloud of the batch is enlarged; ``weights``
             ``(B, k)`` uniform.
         """
+        size = 2 ** (self.d - 1 if self.special else self.d)
+        check_group_order(size, f"the PCA frame of {self.d}-d clouds (2^d sign choices)", _FRAME_ADVICE)
         p = pca(x, mask)
         bases = p.eigenvectors[:, None]  # (B, 1, d, d): one basis per input unless enlarged
         tied = p.tied(self.gap)  # (B, d-1)
@@ -192,6 +197,7 @@ class PCAFrame:
         if bool(degenerate.any()):
             self._handle(degenerate, p, "frame")
             if self.degenerate == "enlarge":
+                check_group_order(size * self.enlarge_samples, "an enlarged PCA frame", _FRAME_ADVICE)
                 bases = bases @ self._eigenspace_rotations(tied, degenerate, x)
         rotations = self._signed(bases)  # (B, m, S, d, d)
         batch = x.shape[0]

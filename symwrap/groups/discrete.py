@@ -11,6 +11,7 @@ from torch import Tensor
 
 from symwrap.errors import InputLayoutError
 from symwrap.groups.base import FiniteGroup
+from symwrap.limits import check_group_order
 
 if TYPE_CHECKING:
     from symwrap.actions.base import Action
@@ -19,6 +20,9 @@ __all__ = ["PermutationGroup", "ShiftGroup"]
 
 #: Largest n for which S_n is listed element by element (8! = 40320 copies).
 MAX_LISTED_PERMUTATION_SIZE = 8
+
+
+_SHIFT_ADVICE = " (one element per shift): pass group_options={'stride': s} to shift by multiples of s only"
 
 
 class ShiftGroup(FiniteGroup):
@@ -56,6 +60,7 @@ class ShiftGroup(FiniteGroup):
 
     def elements(self) -> Tensor:
         h, w = self._sized()
+        check_group_order(self.order(), f"group {self.name!r} on {h}×{w} images", _SHIFT_ADVICE)
         dy = torch.arange(0, h, self.stride)
         dx = torch.arange(0, w, self.stride)
         return torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1).reshape(-1, 2)
@@ -84,6 +89,9 @@ class ShiftGroup(FiniteGroup):
         h, w = shape[-2], shape[-1]
         if (h, w) == (self.height, self.width):
             return self
+        check_group_order(
+            (h // self.stride) * (w // self.stride), f"group {self.name!r} on {h}×{w} images", _SHIFT_ADVICE
+        )
         return ShiftGroup(h, w, stride=self.stride)
 
     def default_action(self) -> Action:
@@ -125,6 +133,7 @@ class PermutationGroup(FiniteGroup):
                 f"(at most {MAX_LISTED_PERMUTATION_SIZE}). Use method='monte_carlo' (sampled permutations) "
                 "or frame averaging by sorting instead of group averaging."
             )
+        check_group_order(self.order(), f"group 'perm' on an axis of size {n}")
         return torch.tensor(list(itertools.permutations(range(n))), dtype=torch.int64).reshape(-1, n)
 
     def identity(self) -> Tensor:
