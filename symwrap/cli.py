@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -91,13 +92,65 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
     add_check_parser(sub)
+    for name in ("eval", "check"):
+        _add_safety_options(sub.choices[name])
+    parser.epilog = CODE_EXECUTION_NOTE
     return parser
+
+
+#: Shown by ``symwrap --help``, ``symwrap eval --help`` and ``symwrap check --help``.
+CODE_EXECUTION_NOTE = (
+    "Model specs run code: 'pkg.module:factory' and 'python:pkg.module:factory' import that module and call that "
+    "attribute with this process's rights, like `python -c 'import pkg.module; pkg.module.factory()'` would. Give "
+    "only specs you would run yourself. The working directory is not on the import path (not even with python -m "
+    "symwrap) unless you pass --import-cwd."
+)
+
+
+def _add_safety_options(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = CODE_EXECUTION_NOTE
+    group = parser.add_argument_group("safety and bounds (see docs/safety-and-limits.md)")
+    group.add_argument(
+        "--import-cwd",
+        action="store_true",
+        help="put the working directory first on the import path, so a model spec can name a module that lies there",
+    )
+    group.add_argument(
+        "--max-group-order",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest finite group (or frame) to list, default 40320; raise it to use a larger group",
+    )
+    group.add_argument(
+        "--max-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest number of sampled elements (--samples, monte_carlo), default 4096",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``symwrap`` console script and ``python -m symwrap``."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    if getattr(args, "import_cwd", False) and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    bounds = {
+        "max_group_order": getattr(args, "max_group_order", None),
+        "max_samples": getattr(args, "max_samples", None),
+    }
+    if all(value is None for value in bounds.values()):
+        return int(args.func(args))
+    from symwrap.errors import SymwrapError
+    from symwrap.limits import limits_raised
+
+    try:
+        with limits_raised(**bounds):
+            return int(args.func(args))
+    except SymwrapError as exc:  # a bound that is not a positive int
+        print(f"symwrap {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

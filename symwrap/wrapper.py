@@ -228,6 +228,8 @@ class SymmetrizedModel(nn.Module):
             return self._general_call(args, kwargs)
         fast_paths = self.engine.fast_paths
         key = fast_path_key(args, kwargs) if fast_paths else None
+        if key is not None and args[0].shape[0] == 0:
+            key = None  # an empty batch: the general path answers it like the plain model
         if key is not None:
             result = self._fast_call(fast_paths, key, args[0])
             if type(result) is Replanned:  # a plan with another number of copies: the general path, with that plan
@@ -246,6 +248,8 @@ class SymmetrizedModel(nn.Module):
         """Plan (unless the fast path already did), run the engine and combine (every call the fast path does not
         finish)."""
         call = self.adapter.bind(args, kwargs)
+        if call.batch_size == 0:  # no inputs, no orbit: the plain model's empty output (B = 0) is the answer
+            return self.base_model(*args, **kwargs)
         # Under torch.autocast only the base model's forwards run in low precision (BoundCall restores the
         # caller's autocast around them); the plan, the actions, reweighing and the reduction run in float32.
         with call.autocast.full_precision():
