@@ -98,7 +98,7 @@ class Registry:
             )
         raise UnknownNameError(self.kind, name, self._entries, hint)
 
-    def create(self, name: str, **options: Any) -> Any:
+    def create(self, name: str, /, **options: Any) -> Any:
         """Build ``name`` with ``options``; an option the factory does not take is a :class:`ConfigError` with
         close matches (a factory taking ``**kwargs`` reports its own)."""
         entry, params = self.lookup(name)

@@ -129,8 +129,18 @@ def from_pretrained(
     saved = document["wrap"]
     _expect(config_path, "group", saved["group"], group)
     _expect(config_path, "method", saved["method"], method)
-    _check_base_model(config_path, document.get("base_model"), base_model)
+    try:
+        _check_base_model(config_path, document.get("base_model"), base_model)
+    except (TypeError, AttributeError, ValueError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"{config_path} is corrupt: its 'base_model' description cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
 
+    for key in ("method_options", "group_options"):
+        if saved.get(key) is not None and not isinstance(saved.get(key), dict):
+            raise CheckpointError(f"{config_path} is corrupt: 'wrap.{key}' is {saved[key]!r}, not an object")
     kwargs: dict[str, Any] = {
         "output": saved.get("output", "invariant"),
         "chunk_size": saved.get("chunk_size", "auto"),
@@ -142,7 +152,7 @@ def from_pretrained(
         "input": _tuple(saved.get("input")),
         "select": _tuple(saved.get("select")),
         "group_options": saved.get("group_options") or None,
-        **saved.get("method_options", {}),
+        **(saved.get("method_options") or {}),
     }
     kwargs.update(options)
     if kwargs["chunk_size"] != "auto" and "max_memory" not in options:
@@ -176,7 +186,13 @@ def _weights_path(config_path: Path, name: Any) -> Path:
     directory = config_path.parent
     if name is None:
         return directory / WEIGHTS_NAME
-    if not isinstance(name, str) or not name or name != Path(name).name or name in {".", ".."} or "\\" in name:
+    if (
+        not isinstance(name, str)
+        or not name
+        or name != Path(name).name
+        or name in {".", ".."}
+        or any(c in name for c in "\\\0")
+    ):
         raise CheckpointError(
             f"{config_path}: 'weights' is {name!r}; it must be the name of a file inside {directory} (such as "
             f"{WEIGHTS_NAME!r}), not a path. Checkpoint files are read from the checkpoint folder only."

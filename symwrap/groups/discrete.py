@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from symwrap.errors import InputLayoutError
+from symwrap.errors import ConfigError, InputLayoutError
 from symwrap.groups.base import FiniteGroup
 from symwrap.limits import check_group_order
 
@@ -39,8 +39,14 @@ class ShiftGroup(FiniteGroup):
     code_dtype = torch.int64
 
     def __init__(self, height: int | None = None, width: int | None = None, *, stride: int = 1) -> None:
-        if not isinstance(stride, int) or stride < 1:
-            raise ValueError(f"shift stride must be a positive integer, got {stride!r}")
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise ConfigError(f"invalid group option 'stride' of 'shift': must be a positive integer, got {stride!r}")
+        for option, value in (("height", height), ("width", width)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(
+                    f"invalid group option {option!r} of 'shift': must be a positive integer or None (sized by the "
+                    f"input), got {value!r}"
+                )
         self.height, self.width, self.stride = height, width, stride
         self.name = "shift" if stride == 1 else f"shift(stride={stride})"
         if height is not None and width is not None and (height % stride or width % stride):
@@ -113,6 +119,13 @@ class PermutationGroup(FiniteGroup):
     code_dtype = torch.int64
 
     def __init__(self, n: int | None = None, *, axis: int = 1) -> None:
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ConfigError(
+                f"invalid group option 'n' of 'perm': must be a positive integer or None (sized by the input), "
+                f"got {n!r}"
+            )
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise ConfigError(f"invalid group option 'axis' of 'perm': must be an int axis, got {axis!r}")
         self.n, self.axis = n, axis
         self.name = "perm"
         self.code_shape = (n,) if n is not None else (0,)

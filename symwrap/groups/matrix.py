@@ -253,6 +253,10 @@ class OrthogonalGroup(ContinuousGroup):
                 f"the dimension d of {'so' if special else 'o'}{{d}} must be a positive integer, got {d!r}"
             )
         check_dimension(d, f"{'so' if special else 'o'}{d}")
+        if action not in (None, "image", "points"):
+            raise ConfigError(f"invalid group option 'action': use 'image', 'points' or None, got {action!r}")
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"invalid group option 'name': must be a string, got {name!r}")
         self.d, self.special = d, special
         self.name = name or f"{'so' if special else 'o'}{d}"
         self.code_shape = (d, d)
@@ -291,6 +295,12 @@ class EuclideanGroup(ContinuousGroup):
                 f"the dimension d of {'se' if special else 'e'}{{d}} must be a positive integer, got {d!r}"
             )
         check_dimension(d, f"{'se' if special else 'e'}{d}")
+        if isinstance(translation_scale, bool) or not isinstance(translation_scale, (int, float)):
+            raise ConfigError(f"invalid group option 'translation_scale': must be a number, got {translation_scale!r}")
+        if not math.isfinite(translation_scale) or translation_scale < 0:
+            raise ConfigError(
+                f"invalid group option 'translation_scale': must be finite and ≥ 0, got {translation_scale!r}"
+            )
         self.d, self.special, self.translation_scale = d, special, float(translation_scale)
         self.name = name or f"{'se' if special else 'e'}{d}"
         self.code_shape = (d + 1, d + 1)
