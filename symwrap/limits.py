@@ -7,7 +7,8 @@ tensors until memory runs out or run for ever. Each bound is checked before the 
 
 * ``SYMWRAP_MAX_GROUP_ORDER``, ``SYMWRAP_MAX_SAMPLES``, ``SYMWRAP_MAX_DIMENSION`` (environment, read on each check);
 * :func:`set_limits` (for the process) or ``with limits_raised(max_group_order=...)`` (for a block);
-* ``symwrap eval/check --max-group-order N --max-samples N`` on the command line.
+* ``symwrap eval/check --max-group-order N --max-samples N`` on the command line (the dimension bound through the
+  environment).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ _ENV = {
     "max_samples": "SYMWRAP_MAX_SAMPLES",
     "max_dimension": "SYMWRAP_MAX_DIMENSION",
 }
+#: The bounds ``symwrap eval`` and ``symwrap check`` take as flags.
+_CLI_FLAGS = {"max_group_order": "--max-group-order", "max_samples": "--max-samples"}
 _state = threading.local()
 _process: dict[str, Limits] = {"limits": DEFAULT_LIMITS}
 
@@ -107,11 +110,13 @@ def _changed(base: Limits, order: int | None, samples: int | None, dimension: in
 
 
 def _refuse(what: str, value: int, field: str, limit: int, advice: str) -> LimitError:
-    flag = "--" + field.replace("_", "-")
+    ways = f"symwrap.set_limits({field}=N), `with symwrap.limits_raised({field}=N):`"
+    if field in _CLI_FLAGS:
+        ways += f", {_ENV[field]}=N, or {_CLI_FLAGS[field]} N on the command line"
+    else:
+        ways += f" or {_ENV[field]}=N"
     return LimitError(
-        f"{what} is {value}, above the bound {field}={limit}{advice}. If you mean it, raise the bound: "
-        f"symwrap.set_limits({field}=N), `with symwrap.limits_raised({field}=N):`, {_ENV[field]}=N, or {flag} N "
-        "on the command line."
+        f"{what} is {value}, above the bound {field}={limit}{advice}. If you mean it, raise the bound: {ways}."
     )
 
 
