@@ -118,8 +118,11 @@ _MOVES = {
 @given(
     group=st.sampled_from(sorted(_MOVES)),
     method=st.sampled_from(["group_averaging", "equizero", "frame_averaging", "canonicalization"]),
-    shape=st.lists(st.integers(0, 5), min_size=1, max_size=5),
-    dtype=st.sampled_from(_DTYPES),
+    shape=st.one_of(
+        st.lists(st.integers(0, 5), min_size=1, max_size=5),
+        st.builds(lambda b, c, s: [b, c, s, s], st.integers(1, 3), st.integers(1, 3), st.integers(1, 5)),
+    ),
+    dtype=st.one_of(st.sampled_from([torch.float32, torch.float64]), st.sampled_from(_DTYPES)),
     chunk=st.sampled_from([None, 1, 3]),
 )
 def test_image_shapes_and_dtypes(group: str, method: str, shape: list[int], dtype: torch.dtype, chunk: Any) -> None:
@@ -137,27 +140,45 @@ def test_image_shapes_and_dtypes(group: str, method: str, shape: list[int], dtyp
         if group in ("rot90", "d4") and shape[-1] != shape[-2]:
             return
         moved = wrapped(_MOVES[group](x))
-        torch.testing.assert_close(moved, out, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(moved, out, rtol=1e-4, atol=1e-5, equal_nan=True)  # no channels: NaN means
 
 
 # ----------------------------------------------------------------------------- point clouds
+class ScaleFreePointModel(nn.Module):
+    """Not rotation invariant, blind to the cloud's scale (outputs of order 1 at 1e-20 and 1e20 alike)."""
+
+    def __init__(self, points: int, dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(points * dim, 8), nn.Tanh(), nn.Linear(8, 2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = x.abs().amax(dim=(1, 2), keepdim=True)
+        unit = x / torch.where(scale > 0, scale, torch.ones_like(scale))
+        return self.net(unit.to(self.net[1].weight.dtype))
+
+
 @FUZZ
 @given(
     group=st.sampled_from(["o3", "so3", "e3", "se3", "o2", "o4"]),
     method=st.sampled_from(["frame_averaging", "canonicalization", "monte_carlo", "group_averaging"]),
     batch=st.integers(0, 3),
     points=st.integers(1, 7),
-    dim=st.integers(1, 5),
+    dim=st.one_of(st.none(), st.integers(1, 5)),  # None: the group's own dimension
     exponent=st.integers(-20, 20),
-    dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64]),
+    dtype=st.one_of(
+        st.sampled_from([torch.float32, torch.float64]),
+        st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64]),
+    ),
 )
 def test_point_clouds(
-    group: str, method: str, batch: int, points: int, dim: int, exponent: int, dtype: torch.dtype
+    group: str, method: str, batch: int, points: int, dim: int | None, exponent: int, dtype: torch.dtype
 ) -> None:
+    d = int(group.strip("seo"))
+    dim = d if dim is None else dim
     generator = torch.Generator().manual_seed(points * 31 + dim)
     x = torch.randn(batch, points, dim, generator=generator) * torch.linspace(3, 0.5, dim) * 10.0**exponent
     x = x.to(dtype)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(points * dim, 2)).to(dtype if dtype.is_floating_point else None)
+    model = ScaleFreePointModel(points, dim).to(dtype if dtype.is_floating_point else None)
     if not _plain_takes(model, x):
         return
     options = {"samples": 4, "seed": 0} if method == "monte_carlo" else {}
@@ -168,16 +189,18 @@ def test_point_clouds(
     if isinstance(out, SymwrapError):
         return
     assert out.shape == (batch, 2)
-    d = int(group.strip("seo"))
-    exact = method in ("frame_averaging", "canonicalization") and dtype == torch.float64 and dim == d
-    if exact and batch > 0 and points > d and 1e-6 < 10.0**exponent < 1e6:
-        rotation = haar_orthogonal(1, d, special=group.startswith("s"), generator=generator)[0]
+    exact = method in ("frame_averaging", "canonicalization") and dtype in (torch.float32, torch.float64)
+    if exact and dim == d and batch > 0 and points > d:
+        rotation = haar_orthogonal(1, d, special=group.startswith("s"), generator=generator)[0].to(dtype)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             out = wrapped(x)
             moved = wrapped(x @ rotation.T)
         if not caught:  # a degenerate cloud is warned about and only approximately invariant
-            torch.testing.assert_close(moved, out, rtol=1e-6, atol=1e-6)
+            # eigenvectors carry a rounding error of about eps / (relative eigen-gap), the gap being at least
+            # DEFAULT_EIGEN_GAP = 1e-3 for a cloud that is not warned about: ~1e-4 in float32, ~1e-13 in float64
+            tolerance = 1e-3 if dtype == torch.float32 else 1e-8
+            torch.testing.assert_close(moved, out, rtol=tolerance, atol=tolerance)
 
 
 # ----------------------------------------------------------------------------- saved config JSON

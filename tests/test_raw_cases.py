@@ -109,3 +109,26 @@ def test_cli_bounds_flags(builtins_only: None, tmp_path: Path, capsys: Any) -> N
     assert "LimitError: the order of c12 is 12, above the bound max_group_order=8" in capsys.readouterr().err
     assert cli.main(["eval", "--samples", "9999", "--output-dir", str(tmp_path), "--max-samples", "0"]) == 2
     assert "max_samples must be a positive int, got 0" in capsys.readouterr().err
+
+
+def test_an_image_with_an_empty_axis() -> None:
+    wrapped = symwrap.wrap(_cnn(), "d4")
+    with pytest.raises(symwrap.InputLayoutError, match=r"an axis other than the batch axis is empty \(size 0\)"):
+        wrapped(torch.randn(1, 0, 8, 8))
+
+
+class FloatingCNN(nn.Module):
+    """Takes integer images too (casts them), so an error can only come from symwrap's rotation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _cnn()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float())
+
+
+def test_integer_images_for_interpolated_rotations() -> None:
+    wrapped = symwrap.wrap(FloatingCNN(), "c8")
+    with pytest.raises(symwrap.InputLayoutError, match=r"interpolated rotations need floating-point data, got torch"):
+        wrapped(torch.ones(1, 1, 8, 8, dtype=torch.int64))

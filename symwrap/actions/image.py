@@ -75,6 +75,8 @@ class ImageAction(Action):
         assert isinstance(x, Tensor)
         if x.ndim < 3:
             return "expected at least 3 dims (batch, height, width); add the missing dims (e.g. x[:, None])."
+        if x.shape[0] > 0 and 0 in x.shape[1:]:
+            return "an axis other than the batch axis is empty (size 0), so there is no image to move."
         if group.code_shape == (2, 2):
             h, w = x.shape[-2:]
             if h != w and self._has_quarter_turns(group):
