@@ -102,7 +102,7 @@ class Registry:
         """Build ``name`` with ``options``; an option the factory does not take is a :class:`ConfigError` with
         close matches (a factory taking ``**kwargs`` reports its own)."""
         entry, params = self.lookup(name)
-        _check_options(self.kind, name, entry.factory, options)
+        _check_options(self.kind, name, entry.factory, options, family=entry.is_family)
         built = entry.factory(**params, **options)
         return self.validate(built) if self.validate is not None else built
 
@@ -122,14 +122,17 @@ class Registry:
         return True
 
 
-def _check_options(kind: str, name: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
+def _check_options(kind: str, name: str, factory: Callable[..., Any], options: dict[str, Any], *, family: bool) -> None:
     try:
         parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # a builtin or C callable without a signature
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
-    accepted = [n for n, p in parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL and n != "n"]
+    # a family's factory takes n from the name (c8 -> n=8), not from the options
+    accepted = [
+        n for n, p in parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL and not (family and n == "n")
+    ]
     for key in options:
         if key not in accepted:
             close = difflib.get_close_matches(key, accepted, n=2, cutoff=0.5)

@@ -236,3 +236,9 @@ def test_high_dimensional_frames_are_refused() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(40 * 20, 2))
     with pytest.raises(LimitError, match=r"the PCA frame of 20-d clouds \(2\^d sign choices\) is 1048576.*monte_carlo"):
         symwrap.wrap(model, "o20", "frame_averaging")(torch.randn(1, 40, 20))
+
+
+def test_options_named_like_a_family_parameter() -> None:
+    assert symwrap.get_group("perm", n=4).order() == 24  # perm's own option n
+    with pytest.raises(ConfigError, match=r"group 'c8' has no option 'n'"):
+        symwrap.get_group("c8", n=3)  # c{n} takes n from the name
