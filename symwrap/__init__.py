@@ -15,8 +15,10 @@ from symwrap.errors import (
     CheckpointError,
     ConfigError,
     DuplicateNameError,
+    GroupLawError,
     IncompatibleModelError,
     InputLayoutError,
+    LimitError,
     MemoryBudgetError,
     OutOfMemoryError,
     PluginLoadError,
@@ -25,6 +27,7 @@ from symwrap.errors import (
     UnknownNameError,
 )
 from symwrap.hookspecs import hookimpl
+from symwrap.limits import current_limits, limits_raised, set_limits
 from symwrap.plugins import get_registry, plugin_errors, register_plugin, reload_plugins, unregister_plugin
 from symwrap.wrapper import SymmetrizedModel, WrapConfig, get_action, get_adapter, get_group, get_method, wrap
 
@@ -35,8 +38,10 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DuplicateNameError",
+    "GroupLawError",
     "IncompatibleModelError",
     "InputLayoutError",
+    "LimitError",
     "MemoryBudgetError",
     "OutOfMemoryError",
     "PluginLoadError",
@@ -48,6 +53,7 @@ __all__ = [
     "WrapConfig",
     "__version__",
     "check",
+    "current_limits",
     "errors",
     "get_action",
     "get_adapter",
@@ -55,12 +61,14 @@ __all__ = [
     "get_method",
     "get_registry",
     "hookimpl",
+    "limits_raised",
     "list_adapters",
     "list_groups",
     "list_methods",
     "plugin_errors",
     "register_plugin",
     "reload_plugins",
+    "set_limits",
     "unregister_plugin",
     "wrap",
 ]

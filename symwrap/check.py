@@ -13,6 +13,8 @@ from symwrap.actions.base import Action
 from symwrap.adapters.base import Adapter, Selector
 from symwrap.engine import OrbitEngine
 from symwrap.groups.base import ContinuousGroup, FiniteGroup, Group
+from symwrap.groups.laws import ensure_group_laws
+from symwrap.limits import check_samples
 from symwrap.methods.base import Plan, uniform_weights
 from symwrap.wrapper import _output_action, get_action, get_adapter, get_group
 
@@ -104,13 +106,14 @@ def check(
     call = the_adapter.bind(args, kwargs)
     the_group = get_group(group, **(group_options or {}))
     input_action = get_action(action, the_group)
-    the_group = the_group.for_input(tuple(call.acted[0].shape), input_action)
+    the_group = ensure_group_laws(the_group.for_input(tuple(call.acted[0].shape), input_action))
     for x in call.acted:
         input_action.check(x, the_group)
     if isinstance(the_group, FiniteGroup):
         elements = the_group.elements()
     else:
         assert isinstance(the_group, ContinuousGroup)
+        check_samples(samples, "samples (the sampled elements symwrap.check compares)")
         sampled = the_group.sample(samples, generator=torch.Generator().manual_seed(seed))
         elements = torch.cat([the_group.identity()[None].to(sampled.dtype), sampled])
     device = call.acted[0].device

@@ -11,8 +11,10 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DuplicateNameError",
+    "GroupLawError",
     "IncompatibleModelError",
     "InputLayoutError",
+    "LimitError",
     "MemoryBudgetError",
     "OutOfMemoryError",
     "PluginLoadError",
@@ -52,15 +54,32 @@ class UnknownNameError(SymwrapError, KeyError):
 
 
 class DuplicateNameError(SymwrapError, ValueError):
-    """Two plugins registered the same name; the message names both."""
+    """Two plugins registered the same name, or a name that a family of another plugin already serves
+    (``c8`` and the family ``c{n}``); the message names both plugins."""
 
-    def __init__(self, kind: str, name: str, first_plugin: str, second_plugin: str) -> None:
+    def __init__(
+        self, kind: str, name: str, first_plugin: str, second_plugin: str, *, first_name: str | None = None
+    ) -> None:
         self.kind, self.name, self.first_plugin, self.second_plugin = kind, name, first_plugin, second_plugin
+        self.first_name = first_name or name
+        if self.first_name == name:
+            what = f"{kind} {name!r} is registered twice: first by plugin {first_plugin!r}, again by plugin "
+        else:  # a family and a name (or two families) that claim the same names
+            what = (
+                f"{kind} {name!r} clashes with {self.first_name!r}, registered first by plugin {first_plugin!r}: "
+                f"both would serve the same names and one would silently hide the other; {name!r} comes from plugin "
+            )
         super().__init__(
-            f"{kind} {name!r} is registered twice: first by plugin {first_plugin!r}, again by plugin "
-            f"{second_plugin!r}. Rename one of them, or disable one plugin "
+            f"{what}{second_plugin!r}. Rename one of them, or disable one plugin "
             f"(SYMWRAP_LOAD_PLUGINS=... lists the plugins to load)."
         )
+
+
+class GroupLawError(SymwrapError, ValueError):
+    """A group breaks a group law (identity, inverse, closure, associativity, distinct elements).
+
+    The message names the group, the law and the offending elements (their index and code).
+    """
 
 
 class PluginLoadError(SymwrapError, ImportError):
@@ -97,6 +116,10 @@ class InputLayoutError(SymwrapError, ValueError):
 
 class ConfigError(SymwrapError, ValueError):
     """An option passed to :func:`symwrap.wrap` (or a method config) is invalid; the message names the field."""
+
+
+class LimitError(ConfigError):
+    """A group order, sample count or dimension above the bound in force (see :mod:`symwrap.limits`)."""
 
 
 class CheckpointError(SymwrapError, ValueError):

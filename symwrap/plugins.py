@@ -124,7 +124,10 @@ def _load() -> tuple[pluggy.PluginManager, dict[str, Registry]]:
         except Exception as exc:
             _record(PluginLoadError(name, None, exc))
 
+    from symwrap.groups.laws import ensure_group_laws
+
     registries = {kind: Registry(kind) for kind in _HOOKS}
+    registries["group"].validate = ensure_group_laws  # every group built by name is checked once, before use
     # Only functions marked @hookimpl count (pluggy's view, so specname= works too). Plugins are called
     # in registration order: built-ins first, then entry points in discovery order, then register_plugin.
     impls: dict[str, dict[str, list[HookImpl]]] = {kind: {} for kind in _HOOKS}

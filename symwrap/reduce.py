@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from symwrap.autocast import float32_or_64
+from symwrap.errors import ConfigError
 
 if TYPE_CHECKING:
     from symwrap.methods.base import Reweighing
@@ -207,6 +208,8 @@ def _finished(y: Tensor, space: str, class_dim: int, finished: bool) -> Tensor:
 def _in_space(y: Tensor, space: str, class_dim: int) -> Tensor:
     """``y`` in float32 (float64 stays float64) and mapped to the reduction ``space`` (see :data:`REDUCE_SPACES`)."""
     y = float32_or_64(y)
+    if space in ("probs", "log_probs"):
+        _check_class_dim(y, class_dim)
     if space == "probs":
         return torch.softmax(y, dim=class_dim)
     if space in ("log_probs", "gmean"):
@@ -214,6 +217,16 @@ def _in_space(y: Tensor, space: str, class_dim: int) -> Tensor:
     if space == "features":
         return F.normalize(y, dim=-1)
     return y
+
+
+def _check_class_dim(y: Tensor, class_dim: int) -> None:
+    """A class axis of the output ``(rows, ...)`` that exists and is not the batch axis (a softmax across the copies
+    of an input would mix them silently)."""
+    if not -y.ndim <= class_dim < y.ndim or class_dim % y.ndim == 0:
+        raise ConfigError(
+            f"invalid option 'class_dim': {class_dim} is not a class axis of the model's output of shape "
+            f"(batch, {', '.join(map(str, y.shape[1:]))}); use an axis from 1 to {y.ndim - 1} (or -1 for the last)"
+        )
 
 
 def _finite_or_zero(values: Tensor) -> Tensor:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from symwrap.errors import DuplicateNameError, UnknownNameError
+from symwrap.errors import ConfigError, DuplicateNameError, UnknownNameError
 
 __all__ = ["Entry", "Registry"]
 
@@ -52,6 +54,8 @@ class Registry:
         self.failed_plugins: list[str] = []
         #: Installed entry points not loaded because of SYMWRAP_DISABLE_PLUGIN_AUTOLOAD / SYMWRAP_LOAD_PLUGINS.
         self.skipped_plugins: list[str] = []
+        #: Called on every object :meth:`create` builds (the group registry checks the group laws).
+        self.validate: Callable[[Any], Any] | None = None
 
     def add(self, name: str, factory: Callable[..., Any], plugin: str, description: str = "") -> Entry:
         """Register ``name``; raises :class:`DuplicateNameError` naming both plugins if it exists."""
@@ -65,6 +69,9 @@ class Registry:
         if name in self._entries:
             raise DuplicateNameError(self.kind, name, self._entries[name].plugin, plugin)
         entry = Entry(name, factory, plugin, description or _first_line(factory))
+        clash = next((other for other in self._entries.values() if _overlap(other, entry)), None)
+        if clash is not None:
+            raise DuplicateNameError(self.kind, name, clash.plugin, plugin, first_name=clash.name)
         self._entries[name] = entry
         return entry
 
@@ -91,9 +98,13 @@ class Registry:
             )
         raise UnknownNameError(self.kind, name, self._entries, hint)
 
-    def create(self, name: str, **options: Any) -> Any:
+    def create(self, name: str, /, **options: Any) -> Any:
+        """Build ``name`` with ``options``; an option the factory does not take is a :class:`ConfigError` with
+        close matches (a factory taking ``**kwargs`` reports its own)."""
         entry, params = self.lookup(name)
-        return entry.factory(**params, **options)
+        _check_options(self.kind, name, entry.factory, options, family=entry.is_family)
+        built = entry.factory(**params, **options)
+        return self.validate(built) if self.validate is not None else built
 
     def names(self, pattern: str = "*") -> list[str]:
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
@@ -109,6 +120,44 @@ class Registry:
         except UnknownNameError:
             return False
         return True
+
+
+def _check_options(kind: str, name: str, factory: Callable[..., Any], options: dict[str, Any], *, family: bool) -> None:
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    # a family's factory takes n from the name (c8 -> n=8), not from the options
+    accepted = [
+        n for n, p in parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL and not (family and n == "n")
+    ]
+    for key in options:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=2, cutoff=0.5)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(
+                f"{kind} {name!r} has no option {key!r}.{hint} Its options: {', '.join(accepted) or '(none)'}."
+            )
+
+
+def _overlap(a: Entry, b: Entry) -> bool:
+    """Whether two entries of different plugins claim a common name (``c8`` and ``c{n}``, ``c{n}`` and ``c1{n}``).
+
+    One plugin may register a name inside its own family (the built-in ``o3`` beside ``o{n}``): it chose which
+    serves that name. Across plugins one would silently hide the other, whichever registered first.
+    """
+    if a.plugin == b.plugin or (not a.is_family and not b.is_family):
+        return False
+    if not a.is_family:
+        a, b = b, a
+    if not b.is_family:
+        return a.match(b.name) is not None
+    pa, pb = a.name[:-3], b.name[:-3]
+    short, long = sorted((pa, pb), key=len)
+    rest = long[len(short) :]
+    return long.startswith(short) and rest.isdigit()
 
 
 def _first_line(obj: Any) -> str:

@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from symwrap.errors import CheckpointError, ConfigError
+from symwrap.errors import CheckpointError, ConfigError, LimitError
 
 if TYPE_CHECKING:
     from symwrap.groups.base import Group
@@ -200,9 +200,16 @@ def from_pretrained(
             f"{config_path} holds symwrap's own weights only, not the base model's: pass the base model, "
             "SymmetrizedModel.from_pretrained(directory, base_model=<the model it was saved with>)"
         )
-    _check_base_model(config_path, document.get("base_model"), base_model)
+    try:
+        _check_base_model(config_path, document.get("base_model"), base_model)
+    except (TypeError, AttributeError, ValueError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"{config_path} is corrupt: its 'base_model' description cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
     model = _rewrap(base_model, config_path, document, options)
-    _load_weights(directory / (document.get("weights") or WEIGHTS_NAME), model.method, saved)
+    _load_weights(_weights_path(config_path, document.get("weights")), model.method, saved)
     return model.eval()
 
 
@@ -211,7 +218,9 @@ def _rewrap(base_model: nn.Module, config_path: Path, document: dict[str, Any], 
     from symwrap.wrapper import wrap
 
     saved = document["wrap"]
-
+    for key in ("method_options", "group_options"):
+        if saved.get(key) is not None and not isinstance(saved.get(key), dict):
+            raise CheckpointError(f"{config_path} is corrupt: 'wrap.{key}' is {saved[key]!r}, not an object")
     kwargs: dict[str, Any] = {
         "output": saved.get("output", "invariant"),
         "chunk_size": saved.get("chunk_size", "auto"),
@@ -223,7 +232,7 @@ def _rewrap(base_model: nn.Module, config_path: Path, document: dict[str, Any], 
         "input": _tuple(saved.get("input")),
         "select": _tuple(saved.get("select")),
         "group_options": saved.get("group_options") or None,
-        **saved.get("method_options", {}),
+        **(saved.get("method_options") or {}),
     }
     kwargs.update(options)
     if kwargs["chunk_size"] != "auto" and "max_memory" not in options:
@@ -240,7 +249,7 @@ def _rewrap(base_model: nn.Module, config_path: Path, document: dict[str, Any], 
         )
     try:
         model = wrap(base_model, saved["group"], saved["method"], **kwargs)
-    except CheckpointError:
+    except (CheckpointError, LimitError):  # a bound names its own fix (raising it), not a corrupt file
         raise
     except Exception as exc:
         raise CheckpointError(f"cannot rebuild the wrapper described by {config_path}: {exc}") from exc
@@ -321,6 +330,35 @@ def _build_hf_base(path: Path, base_info: dict[str, Any]) -> nn.Module:
     return cls(cls.config_class.from_dict(hf_config))
 
 
+def _weights_path(config_path: Path, name: Any) -> Path:
+    """The weights file named in the config, which must be a file inside the checkpoint folder itself.
+
+    A config may be edited by anyone who can write the folder; ``"../other/x.safetensors"`` or an absolute path
+    would read a file from elsewhere, so only a plain file name (no folder part, no link out) is accepted.
+    """
+    directory = config_path.parent
+    if name is None:
+        return directory / WEIGHTS_NAME
+    if (
+        not isinstance(name, str)
+        or not name
+        or name != Path(name).name
+        or name in {".", ".."}
+        or any(c in name for c in "\\\0")
+    ):
+        raise CheckpointError(
+            f"{config_path}: 'weights' is {name!r}; it must be the name of a file inside {directory} (such as "
+            f"{WEIGHTS_NAME!r}), not a path. Checkpoint files are read from the checkpoint folder only."
+        )
+    path = directory / name
+    if path.exists() and not path.resolve().is_relative_to(directory.resolve()):
+        raise CheckpointError(
+            f"{config_path}: the weights file {name!r} is a link to {path.resolve()}, outside {directory}. "
+            "Checkpoint files are read from the checkpoint folder only; copy the file there."
+        )
+    return path
+
+
 def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(
@@ -331,6 +369,11 @@ def _read_config(path: Path) -> dict[str, Any]:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is corrupt (not valid JSON: {exc}); save the model again") from None
+    except RecursionError:
+        raise CheckpointError(
+            f"{path} is corrupt: its JSON is nested too deeply to read (save_pretrained writes a flat config); "
+            "save the model again"
+        ) from None
     _check_document(path, document)
     return document
 
@@ -342,7 +385,13 @@ def _check_document(path: Path, document: Any) -> None:
         or not isinstance(document.get("wrap"), dict)
     ):
         raise CheckpointError(f"{path} is not a symwrap config (no 'format': 'symwrap' and 'wrap' section)")
-    if document.get("format_version", 0) > FORMAT_VERSION:
+    version = document.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise CheckpointError(
+            f"{path} is corrupt: 'format_version' is {version!r}, not a whole number (this symwrap writes "
+            f"{FORMAT_VERSION}); save the model again"
+        )
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has format version {document['format_version']}; this symwrap reads up to {FORMAT_VERSION}. "
             "Upgrade symwrap."
@@ -387,6 +436,10 @@ def _check_base_model(path: Path, saved: Any, model: nn.Module) -> None:
             f"{'; '.join(problems[:5])}{more}. Pass the same base model (architecture and size)."
         )
     checksum = saved.get("checksum")
+    if checksum is not None and (isinstance(checksum, bool) or not isinstance(checksum, (int, float))):
+        raise CheckpointError(
+            f"{path} is corrupt: the base model 'checksum' is {checksum!r}, not a number; save the model again"
+        )
     if isinstance(checksum, (int, float)) and not _close(checksum, here["checksum"]):
         warnings.warn(
             f"the base model's weights differ from those saved with {path} (checksum {here['checksum']:.6g} vs "
@@ -437,4 +490,15 @@ def _load_weights(path: Path, method: Method, saved: dict[str, Any]) -> None:
     ]
     if shapes:
         raise CheckpointError(f"{path} does not fit method {method.name!r}: {'; '.join(shapes)}")
+    kinds = [
+        f"{k}: saved as {tensors[k].dtype}, expected {v.dtype}"
+        for k, v in expected.items()
+        if v.is_floating_point() != tensors[k].is_floating_point()
+        or (v.dtype == torch.bool) != (tensors[k].dtype == torch.bool)
+    ]
+    if kinds:  # load_state_dict would cast bool / int weights to float silently
+        raise CheckpointError(
+            f"{path} does not fit method {method.name!r}: {'; '.join(kinds)}. The file was not written by "
+            "save_pretrained for this method; save again"
+        )
     method.load_state_dict(tensors, strict=False)

@@ -27,6 +27,7 @@ from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError
 from symwrap.export import recorded_call
 from symwrap.fast_path import UNFINISHED, FastPath, FastPathKey, Replanned, fast_path_key
 from symwrap.groups.base import Group
+from symwrap.groups.laws import ensure_group_laws
 from symwrap.memory import MemoryBudget, is_out_of_memory, parse_memory
 from symwrap.methods.base import Method, Plan
 from symwrap.plugins import get_registry
@@ -70,11 +71,14 @@ class WrapConfig:
 
 
 def get_group(group: str | Group, **options: Any) -> Group:
-    """A group from a registry name (``"rot90"``, ``"c8"``, ``"o3"``...) and options, or a :class:`Group` as is."""
+    """A group from a registry name (``"rot90"``, ``"c8"``, ``"o3"``...) and options, or a :class:`Group` as is.
+
+    Either way its group laws are checked once (:func:`symwrap.groups.laws.ensure_group_laws`).
+    """
     if isinstance(group, Group):
         if options:
             raise ConfigError("group options are only accepted with a group name, not a Group object")
-        return group
+        return ensure_group_laws(group)
     if not isinstance(group, str):
         raise ConfigError(f"group must be a registry name or a symwrap Group, got {type(group).__name__}")
     return get_registry("group").create(group, **options)
@@ -291,6 +295,8 @@ class SymmetrizedModel(nn.Module):
             return recorded_call(self, args, kwargs)
         fast_paths = self.engine.fast_paths
         key = fast_path_key(args, kwargs) if fast_paths else None
+        if key is not None and args[0].shape[0] == 0:
+            key = None  # an empty batch: the general path answers it like the plain model
         if key is not None:
             result = self._fast_call(fast_paths, key, args[0])
             if type(result) is Replanned:  # a plan with another number of copies: the general path, with that plan
@@ -309,6 +315,8 @@ class SymmetrizedModel(nn.Module):
         """Plan (unless the fast path already did), run the engine and combine (every call the fast path does not
         finish)."""
         call = self.adapter.bind(args, kwargs)
+        if call.batch_size == 0:  # no inputs, no orbit: the plain model's empty output (B = 0) is the answer
+            return self.base_model(*args, **kwargs)
         # Under torch.autocast only the base model's forwards run in low precision (BoundCall restores the
         # caller's autocast around them); the plan, the actions, reweighing and the reduction run in float32.
         with call.autocast.full_precision():
@@ -438,7 +446,7 @@ class SymmetrizedModel(nn.Module):
     def _group_for(self, shape: tuple[int, ...]) -> Group:
         key = tuple(shape[1:])
         if key not in self._sized_groups:
-            self._sized_groups[key] = self.group.for_input(tuple(shape), self.input_action)
+            self._sized_groups[key] = ensure_group_laws(self.group.for_input(tuple(shape), self.input_action))
         return self._sized_groups[key]
 
     @contextlib.contextmanager

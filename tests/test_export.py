@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensor
 
 import symwrap
@@ -235,7 +235,9 @@ def test_onnx_export_of_group_averaging_runs_in_onnxruntime(dynamo: bool) -> Non
     wrapped = symwrap.wrap(PoolCNN().eval(), "d4", chunk_size=4).eval()
     example = _images(3)
     if dynamo:
-        program = torch.onnx.export(wrapped, (example,), dynamo=True, dynamic_shapes=batch_dynamic_shapes(wrapped, (example,)))
+        program = torch.onnx.export(
+            wrapped, (example,), dynamo=True, dynamic_shapes=batch_dynamic_shapes(wrapped, (example,))
+        )
         model_bytes = program.model_proto.SerializeToString()
         x = _images(5)  # another batch size
     else:

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from symwrap.actions.base import Action
 from symwrap.caches import keep_newest
+from symwrap.errors import InputLayoutError
 from symwrap.groups.base import cached_per_group
 from symwrap.tracing import caches_off
 
@@ -75,6 +76,8 @@ class ImageAction(Action):
         assert isinstance(x, Tensor)
         if x.ndim < 3:
             return "expected at least 3 dims (batch, height, width); add the missing dims (e.g. x[:, None])."
+        if x.shape[0] > 0 and 0 in x.shape[1:]:
+            return "an axis other than the batch axis is empty (size 0), so there is no image to move."
         if group.code_shape == (2, 2):
             h, w = x.shape[-2:]
             if h != w and self._has_quarter_turns(group):
@@ -192,7 +195,10 @@ class ImageAction(Action):
 
     def _resample(self, x: Tensor, src: Tensor, matrices: Tensor) -> Tensor:
         if not x.dtype.is_floating_point:
-            raise TypeError(f"interpolated rotations need floating-point data, got {x.dtype}")
+            raise InputLayoutError(
+                f"interpolated rotations need floating-point data, got {x.dtype}; pass x.float() (or use a group "
+                "of exact rotations: rot90, flip, d4)"
+            )
         h, w = x.shape[-2:]
         lead = x.shape[1:-2]
         rows = x.index_select(0, src).reshape(src.shape[0], -1, h, w)
@@ -202,9 +208,13 @@ class ImageAction(Action):
         a_t = matrices.to(torch.float64).transpose(-1, -2)
         linear = torch.linalg.inv(scale) @ swap @ a_t @ swap @ scale
         theta = torch.cat([linear, torch.zeros(*linear.shape[:-1], 1, dtype=linear.dtype, device=x.device)], dim=-1)
-        grid = F.affine_grid(theta.to(x.dtype), list(rows.shape), align_corners=False)
-        out = F.grid_sample(rows, grid, mode=self.interpolation, padding_mode=self.padding, align_corners=False)
-        return out.reshape(src.shape[0], *lead, h, w)
+        # CPU has no half / bfloat16 kernel for affine_grid: those rows are resampled in float32 and cast back.
+        work = torch.float32 if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        grid = F.affine_grid(theta.to(work), list(rows.shape), align_corners=False)
+        out = F.grid_sample(
+            rows.to(work), grid, mode=self.interpolation, padding_mode=self.padding, align_corners=False
+        )
+        return out.to(x.dtype).reshape(src.shape[0], *lead, h, w)
 
 
 #: Largest flat index (values) :meth:`ImageAction._gather_cached` and :meth:`ImageAction.row_gather` keep: 256 Ki

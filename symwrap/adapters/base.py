@@ -335,10 +335,7 @@ class Adapter:
         if self.select is None:
             chosen = [i for i in batched if leaves[i].dtype.is_floating_point or leaves[i].dtype.is_complex]
             if not chosen:
-                raise ConfigError(
-                    "the model returned no floating-point tensor with a batch dimension to combine "
-                    f"(output leaves: {', '.join(spec.paths) or 'none'}); choose one with select=..."
-                )
+                raise ConfigError(_no_batched_output(spec, leaves, rows))
             return chosen
         chosen = []
         for selector in self.select:
@@ -356,3 +353,27 @@ class Adapter:
                 )
             chosen.extend(hits)
         return sorted(set(chosen))
+
+
+def _no_batched_output(spec: TreeSpec, leaves: list[Any], rows: int) -> str:
+    """Why no output leaf can be combined: the leaves, their shapes, and a row count that does not fit."""
+    shown = [
+        f"{path or 'output'} {tuple(leaf.shape) if isinstance(leaf, Tensor) else type(leaf).__name__}"
+        for path, leaf in zip(spec.paths, leaves)
+    ]
+    wrong_rows = [
+        leaf.shape[0]
+        for leaf in leaves
+        if isinstance(leaf, Tensor) and leaf.ndim > 0 and leaf.shape[0] != rows and leaf.is_floating_point()
+    ]
+    if wrong_rows:
+        return (
+            f"the model returned {wrong_rows[0]} rows for a forward of {rows} rows (the orbit copies of the "
+            f"batch; output leaves: {', '.join(shown)}): "
+            "each output must have one row per input row (dimension 0 is the batch). Fix the model's output, or "
+            "choose the batched outputs with select=..."
+        )
+    return (
+        "the model returned no floating-point tensor with a batch dimension to combine "
+        f"(output leaves: {', '.join(shown) or 'none'}); choose one with select=..."
+    )

@@ -2,7 +2,8 @@
 
 Every dataset yields ``(index, image, label)`` with ``image`` a ``(C, H, W)`` float tensor in the model's format
 (the model's own ``preprocess`` for PIL images) — or ``None`` for a file that cannot be read. Unreadable and
-corrupt images are **skipped and counted** (``collate`` drops them; the count is reported in the table and in
+corrupt images, and images whose shape differs from the run's (the first readable image's), are **skipped and
+counted** (``collate`` drops them; the count is reported in the table and in
 ``results.json``), so one bad file never stops a long run. A folder with no images at all is an error up front.
 """
 
@@ -64,9 +65,28 @@ class Batch:
     skipped: int
 
 
-def collate(items: Sequence[Item]) -> Batch:
-    """Stack the readable items of a batch; unreadable ones (``image is None``) are counted in ``skipped``."""
-    good = [item for item in items if item[1] is not None]
+def collate(items: Sequence[Item], shape: tuple[int, ...] | None = None) -> Batch:
+    """Stack the readable items of a batch; unreadable ones (``image is None``) are counted in ``skipped``.
+
+    Args:
+        items: ``(index, image (C, H, W) or None, label)``.
+        shape: The run's image shape ``(C, H, W)``: an image of another shape (a folder image of another size, for
+            a model without its own resizing preprocessing) is skipped and counted the same way, never stacked.
+            ``None``: the first readable item's shape.
+    """
+    readable = [item for item in items if item[1] is not None]
+    if shape is None and readable:
+        shape = tuple(readable[0][1].shape)  # type: ignore[union-attr]
+    good = [item for item in readable if tuple(item[1].shape) == shape]  # type: ignore[union-attr]
+    for index, image, _ in readable:
+        if tuple(image.shape) != shape:  # type: ignore[union-attr]
+            logger.warning(
+                "skipping image %d: shape %s, the run's images are %s (give a model whose preprocessing resizes, "
+                "or resize the data)",
+                index,
+                tuple(image.shape),  # type: ignore[union-attr]
+                shape,
+            )
     skipped = len(items) - len(good)
     if not good:
         return Batch(torch.zeros(0, dtype=torch.int64), torch.zeros(0), torch.zeros(0, dtype=torch.int64), skipped)

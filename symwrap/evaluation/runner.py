@@ -9,6 +9,7 @@ after the last finished batch. Rank 0 prints the table and writes ``results.json
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import platform
 import sys
@@ -30,7 +31,8 @@ from symwrap.evaluation.methods import build_methods, parse_methods
 from symwrap.evaluation.precision import autocast, check_precision
 from symwrap.evaluation.report import format_table, write_plot
 from symwrap.evaluation.specs import load_model
-from symwrap.evaluation.state import atomic_write_json, load_progress, save_progress
+from symwrap.evaluation.state import atomic_write_json, check_output_dir, load_progress, save_progress
+from symwrap.limits import check_samples
 from symwrap.memory import parse_memory
 
 __all__ = ["RESULT_FIELDS", "EvalConfig", "logits_of", "parse_pretrained", "run_eval"]
@@ -143,7 +145,12 @@ def _call(model: nn.Module, images: Tensor, loaded: LoadedModel) -> Tensor:
 
 
 def _device(config: EvalConfig, ctx: DistributedContext) -> torch.device:
-    device = torch.device(config.device)
+    try:
+        device = torch.device(config.device)
+    except RuntimeError:
+        raise ConfigError(
+            f"--device {config.device!r} is not a device torch knows; use cpu, cuda, cuda:N or mps"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {config.device}: CUDA is not available here; use --device cpu")
@@ -160,6 +167,7 @@ def _check_options(config: EvalConfig) -> None:
         raise ConfigError(f"--limit must be ≥ 1, got {config.limit}")
     if config.workers < 0:
         raise ConfigError(f"--workers must be ≥ 0, got {config.workers}")
+    check_samples(config.samples, "--samples")
 
 
 def _chunk_size(text: str) -> int | str | None:
@@ -215,15 +223,40 @@ def _versions() -> dict[str, str]:
 
 
 def _probe(data: EvalData, size: int) -> Tensor | None:
-    """The first ``size`` readable images (for the invariance check)."""
-    images = []
+    """The first ``size`` readable images of the first readable image's shape (for the invariance check).
+
+    That shape is the run's image shape: images of another shape are skipped and counted (see :func:`collate`).
+    """
+    images: list[Tensor] = []
     for index in range(len(data)):
         _, image, _ = data.dataset[index]
-        if image is not None:
+        if image is not None and (not images or image.shape == images[0].shape):
             images.append(image)
         if len(images) == size:
             break
     return torch.stack(images) if images else None
+
+
+def _covered(step: int, size: int, world_size: int, batch_size: int) -> int:
+    """Images held by the first ``step`` batches of every rank (shards ``rank, rank + world_size, ...``)."""
+    return sum(min(step * batch_size, len(range(rank, size, world_size))) for rank in range(world_size))
+
+
+def _first_forward(loaded: LoadedModel, probe: Tensor | None, config: EvalConfig, device: torch.device) -> None:
+    """One forward of the plain model on one image, so an input it cannot take is named before the run."""
+    if probe is None:
+        return
+    try:
+        with torch.no_grad(), autocast(config.precision, device):
+            _call(loaded.model, probe[:1].to(device), loaded)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"model {config.model!r} cannot take the images of --data {config.data!r} as prepared (shape "
+            f"{tuple(probe.shape[1:])}, --image-mode {config.image_mode}): {type(exc).__name__}: {first}. "
+            "Pass --image-mode L for a model of 1-channel images (like the default digits model) or RGB for 3 "
+            "channels, or give a model whose preprocessing fits the data."
+        ) from exc
 
 
 def _invariance_errors(
@@ -247,6 +280,8 @@ def run_eval(config: EvalConfig) -> dict[str, Any] | None:
     import symwrap
 
     _check_options(config)
+    output_files = ("results.json", "progress.json") + (("accuracy.png",) if config.plot else ())
+    check_output_dir(Path(config.output_dir), output_files)  # before any work: a run never ends unable to write
     ctx = init_distributed(config.device)
     try:
         return _run(config, ctx, symwrap)
@@ -301,22 +336,38 @@ def _run(config: EvalConfig, ctx: DistributedContext, symwrap: Any) -> dict[str,
     output_dir = Path(config.output_dir)
     counts = torch.zeros(len(labels) * len(corruptions) + 2, dtype=torch.int64)
     start_step = 0
+    total_steps = steps_per_rank(size, ctx.world_size, config.batch_size)
     if config.resume:
-        saved = load_progress(output_dir, fingerprint) if ctx.is_main else None
+        saved = (
+            load_progress(
+                output_dir,
+                fingerprint,
+                total_steps=total_steps,
+                count_slots=len(counts),
+                covered=lambda step: _covered(step, size, ctx.world_size, config.batch_size),
+            )
+            if ctx.is_main
+            else None
+        )
         step_tensor = torch.tensor([saved[0] if saved else 0], dtype=torch.int64)
         start_step = int(ctx.all_reduce_sum(step_tensor)[0])  # rank 0 holds the step, the others add 0
         if saved and ctx.is_main:
             counts = torch.tensor(saved[1], dtype=torch.int64)
         if ctx.is_main:
-            _say_resume(output_dir, start_step, steps_per_rank(size, ctx.world_size, config.batch_size))
-    total_steps = steps_per_rank(size, ctx.world_size, config.batch_size)
+            _say_resume(output_dir, start_step, total_steps)
 
+    _first_forward(loaded, probe, config, device)
     errors = _invariance_errors(models, loaded, group, probe, config, device)
     seconds = dict.fromkeys(labels, 0.0)
     sampler = ShardSampler(size, ctx.rank, ctx.world_size, start=start_step * config.batch_size)
     subset = Subset(data.dataset, range(size)) if size < len(data) else data.dataset
+    shape = None if probe is None else tuple(probe.shape[1:])
     loader = DataLoader(
-        subset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, collate_fn=collate
+        subset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.workers,
+        collate_fn=functools.partial(collate, shape=shape),  # other shapes are skipped and counted, never stacked
     )
     batches = iter(loader)
     progress = _progress(total_steps, start_step, ctx.is_main and config.progress)

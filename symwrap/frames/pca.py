@@ -7,6 +7,11 @@ cloud to a canonical pose, ``a·x = (x - c) Rᵀ`` (for O(d)/SO(d) without the t
 ``F(h·x) = F(x)·h⁻¹`` whatever signs the eigensolver returns. Everything is batched on the input's device
 and dtype (one ``torch.linalg.eigh`` call for the whole batch).
 
+Scale: every test (eigen-gaps, the signs of third moments) is made on the cloud scaled to unit size (the centred
+points divided by their largest norm), so clouds at 1e-20 and at 1e20 get the same frame as at 1: unscaled,
+squares and cubes of float32 coordinates overflow above ~1e13 and vanish below ~1e-13. Half and bfloat16 clouds
+are analysed in float32 (``torch.linalg.eigh`` has no half kernel) and the elements come back in their dtype.
+
 Degenerate clouds: when two eigenvalues are nearly equal (relative gap ``(λᵢ - λᵢ₊₁)/λ₁ < gap``) the eigenvectors
 of that eigenspace are not determined (exactly equal) or are dominated by rounding error (nearly equal, error
 ≈ machine epsilon / gap). See :class:`PCAFrame` for what happens then.
@@ -24,9 +29,10 @@ from torch import Tensor
 from symwrap.autocast import as_dtype
 from symwrap.frames.base import DEGENERATE_MODES, DegenerateFrameWarning, DegenerateInputError, frame_weights
 from symwrap.groups.matrix import haar_orthogonal
+from symwrap.limits import check_group_order
 from symwrap.tracing import caches_off
 
-__all__ = ["DEFAULT_EIGEN_GAP", "PCA", "PCAFrame", "pca"]
+__all__ = ["DEFAULT_EIGEN_GAP", "PCA", "PCAFrame", "analysis_dtype", "pca"]
 
 #: Default relative eigen-gap below which a cloud counts as degenerate. With float32 coordinates the
 #: eigenvectors of a cloud whose gaps are all above it are accurate to ~1e-4 (tested invariance tolerance).
@@ -39,15 +45,17 @@ class PCA:
 
     Attributes:
         centroid: ``(B, d)`` mean of the (real) points.
-        eigenvalues: ``(B, d)`` covariance eigenvalues, descending.
+        eigenvalues: ``(B, d)`` covariance eigenvalues of the cloud scaled to unit size (``centred``), descending.
         eigenvectors: ``(B, d, d)``; column ``i`` belongs to ``eigenvalues[:, i]``.
-        centred: ``(B, N, d)`` points minus the centroid, zero at padding.
+        centred: ``(B, N, d)`` points minus the centroid, divided by ``scale``, zero at padding.
+        scale: ``(B,)`` largest norm of a centred point (1 for a cloud that is a single point).
     """
 
     centroid: Tensor
     eigenvalues: Tensor
     eigenvectors: Tensor
     centred: Tensor
+    scale: Tensor
 
     def relative_gaps(self) -> Tensor:
         """``(B, d-1)`` gaps ``(λᵢ - λᵢ₊₁) / λ₁`` (0 when every eigenvalue is 0)."""
@@ -61,26 +69,50 @@ class PCA:
         return lam[:, :-1] - lam[:, 1:] < gap * lam[:, :1].clamp_min(torch.finfo(lam.dtype).tiny)
 
 
+def analysis_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a ``dtype`` cloud is analysed in: float32 for half and bfloat16 (no ``eigh`` kernel), else its own."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _unit(values: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Per-cloud positive scale of ``values`` over ``dims`` (largest absolute value; 1 where all are 0)."""
+    scale = values.abs().amax(dim=dims)
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
 def pca(x: Tensor, mask: Tensor | None = None) -> PCA:
-    """Centroid and principal axes of each cloud, on ``x``'s device and dtype.
+    """Centroid and principal axes of each cloud, on ``x``'s device (float32 for half/bfloat16 inputs).
+
+    The cloud is divided by its largest coordinate before the centroid is taken and by the largest norm of a
+    centred point before the covariance, so no square overflows or vanishes at any scale float32 can hold.
 
     Args:
         x: ``(B, N, d)`` point clouds.
         mask: ``(B, N)`` bool, ``True`` for real points (padding is ignored), or ``None``.
     """
-    if mask is None:
-        centroid = x.mean(dim=1)
-        centred = x - centroid[:, None]
-        cov = centred.transpose(1, 2) @ centred / x.shape[1]  # every cloud has N points: a Python divisor
+    x = as_dtype(x, analysis_dtype(x.dtype))
+    weight = None if mask is None else mask.to(x.dtype)
+    if mask is not None:  # padding (possibly huge or non-finite garbage) takes no part in any scale
+        x = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+    size = _unit(x, (1, 2))  # (B,)
+    unit = x / size[:, None, None]
+    if weight is None:
+        count: Tensor | float = float(x.shape[1])  # every cloud has N points: a Python divisor
+        centroid = unit.mean(dim=1)
+        centred = unit - centroid[:, None]
     else:
-        weight = mask.to(x.dtype)
-        count = weight.sum(dim=1).clamp_min(1)  # (B,)
-        centroid = (x * weight[..., None]).sum(dim=1) / count[:, None]
-        centred = (x - centroid[:, None]) * weight[..., None]
-        cov = centred.transpose(1, 2) @ centred / count[:, None, None]
+        count = weight.sum(dim=1).clamp_min(1)[:, None, None]  # (B, 1, 1)
+        centroid = unit.sum(dim=1) / count[:, :, 0]
+        centred = (unit - centroid[:, None]) * weight[..., None]
+    spread = centred.norm(dim=-1).amax(dim=1)  # (B,): largest norm of a centred point
+    spread = torch.where(spread > 0, spread, torch.ones_like(spread))
+    centred = centred / spread[:, None, None]
+    cov = centred.transpose(1, 2) @ centred / count
     values, vectors = torch.linalg.eigh(cov)  # ascending
-    return PCA(centroid, values.flip(-1), vectors.flip(-1), centred)
+    return PCA(centroid * size[:, None], values.flip(-1), vectors.flip(-1), centred, spread * size)
 
+
+_FRAME_ADVICE = "; use method='canonicalization' (one pose per cloud) or 'monte_carlo' for high-dimensional clouds"
 
 #: :func:`_sign_vectors` by ``(free, device, dtype)``: built once, not from a Python list every call.
 _SIGN_VECTORS: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
@@ -159,6 +191,8 @@ class PCAFrame:
             ``2^(d-1)`` (SO(d)), times ``enlarge_samples`` when a cloud of the batch is enlarged; ``weights``
             ``(B, k)`` uniform.
         """
+        size = 2 ** (self.d - 1 if self.special else self.d)
+        check_group_order(size, f"the PCA frame of {self.d}-d clouds (2^d sign choices)", _FRAME_ADVICE)
         p = pca(x, mask)
         bases = p.eigenvectors[:, None]  # (B, 1, d, d): one basis per input unless enlarged
         tied = p.tied(self.gap)  # (B, d-1)
@@ -166,11 +200,12 @@ class PCAFrame:
         if bool(degenerate.any()):
             self._handle(degenerate, p, "frame")
             if self.degenerate == "enlarge":
+                check_group_order(size * self.enlarge_samples, "an enlarged PCA frame", _FRAME_ADVICE)
                 bases = bases @ self._eigenspace_rotations(tied, degenerate, x)
         rotations = self._signed(bases)  # (B, m, S, d, d)
         batch = x.shape[0]
         rotations = rotations.reshape(batch, -1, self.d, self.d)
-        elements = self._with_translation(rotations, p.centroid)
+        elements = as_dtype(self._with_translation(rotations, p.centroid), x.dtype)
         return elements, frame_weights(elements.shape[0], elements.shape[1], x.dtype, x.device)
 
     def canonical(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -187,8 +222,8 @@ class PCAFrame:
         cubes = proj.pow(3)
         skew = cubes.sum(dim=1)
         # |a|³ = |a³| exactly (a float product only changes sign with its factors): one pass fewer over the points
-        scale = cubes.abs().sum(dim=1).clamp_min(torch.finfo(x.dtype).tiny)
-        signs = as_dtype(torch.where(skew >= 0, 1.0, -1.0), x.dtype)
+        scale = cubes.abs().sum(dim=1).clamp_min(torch.finfo(cubes.dtype).tiny)
+        signs = as_dtype(torch.where(skew >= 0, 1.0, -1.0), cubes.dtype)
         weak = skew.abs() < self.gap * scale  # a third moment below gap relative to Σ|a|³
         if self.special:
             signs[:, -1] = torch.linalg.det(v).sign() * signs[:, :-1].prod(dim=1)
@@ -197,7 +232,7 @@ class PCAFrame:
         if bool(ambiguous.any()):
             self._handle(ambiguous.any(dim=1), p, "canonical pose")
         rotation = (signs[..., None] * v.transpose(1, 2))[:, None]  # (B, 1, d, d)
-        return self._with_translation(rotation, p.centroid)
+        return as_dtype(self._with_translation(rotation, p.centroid), x.dtype)
 
     # ------------------------------------------------------------------ helpers
     def _signed(self, bases: Tensor) -> Tensor:
@@ -235,7 +270,7 @@ class PCAFrame:
                 if len(block) > 1:
                     lo, hi = block[0], block[-1] + 1
                     out[b, :, lo:hi, lo:hi] = haar_orthogonal(m, hi - lo, special=False, generator=generator)
-        return out.to(device=x.device, dtype=x.dtype)
+        return out.to(device=x.device, dtype=analysis_dtype(x.dtype))
 
     def _handle(self, degenerate: Tensor, p: PCA, what: str) -> None:
         index = degenerate.nonzero().flatten().tolist()

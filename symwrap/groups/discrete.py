@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from symwrap.errors import InputLayoutError
+from symwrap.errors import ConfigError, InputLayoutError
 from symwrap.groups.base import FiniteGroup
+from symwrap.limits import check_group_order
 
 if TYPE_CHECKING:
     from symwrap.actions.base import Action
@@ -19,6 +20,9 @@ __all__ = ["PermutationGroup", "ShiftGroup"]
 
 #: Largest n for which S_n is listed element by element (8! = 40320 copies).
 MAX_LISTED_PERMUTATION_SIZE = 8
+
+
+_SHIFT_ADVICE = " (one element per shift): pass group_options={'stride': s} to shift by multiples of s only"
 
 
 class ShiftGroup(FiniteGroup):
@@ -35,8 +39,14 @@ class ShiftGroup(FiniteGroup):
     code_dtype = torch.int64
 
     def __init__(self, height: int | None = None, width: int | None = None, *, stride: int = 1) -> None:
-        if not isinstance(stride, int) or stride < 1:
-            raise ValueError(f"shift stride must be a positive integer, got {stride!r}")
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise ConfigError(f"invalid group option 'stride' of 'shift': must be a positive integer, got {stride!r}")
+        for option, value in (("height", height), ("width", width)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(
+                    f"invalid group option {option!r} of 'shift': must be a positive integer or None (sized by the "
+                    f"input), got {value!r}"
+                )
         self.height, self.width, self.stride = height, width, stride
         self.name = "shift" if stride == 1 else f"shift(stride={stride})"
         if height is not None and width is not None and (height % stride or width % stride):
@@ -56,6 +66,7 @@ class ShiftGroup(FiniteGroup):
 
     def elements(self) -> Tensor:
         h, w = self._sized()
+        check_group_order(self.order(), f"group {self.name!r} on {h}×{w} images", _SHIFT_ADVICE)
         dy = torch.arange(0, h, self.stride)
         dx = torch.arange(0, w, self.stride)
         return torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1).reshape(-1, 2)
@@ -84,6 +95,9 @@ class ShiftGroup(FiniteGroup):
         h, w = shape[-2], shape[-1]
         if (h, w) == (self.height, self.width):
             return self
+        check_group_order(
+            (h // self.stride) * (w // self.stride), f"group {self.name!r} on {h}×{w} images", _SHIFT_ADVICE
+        )
         return ShiftGroup(h, w, stride=self.stride)
 
     def default_action(self) -> Action:
@@ -105,6 +119,13 @@ class PermutationGroup(FiniteGroup):
     code_dtype = torch.int64
 
     def __init__(self, n: int | None = None, *, axis: int = 1) -> None:
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ConfigError(
+                f"invalid group option 'n' of 'perm': must be a positive integer or None (sized by the input), "
+                f"got {n!r}"
+            )
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise ConfigError(f"invalid group option 'axis' of 'perm': must be an int axis, got {axis!r}")
         self.n, self.axis = n, axis
         self.name = "perm"
         self.code_shape = (n,) if n is not None else (0,)
@@ -125,6 +146,7 @@ class PermutationGroup(FiniteGroup):
                 f"(at most {MAX_LISTED_PERMUTATION_SIZE}). Use method='monte_carlo' (sampled permutations) "
                 "or frame averaging by sorting instead of group averaging."
             )
+        check_group_order(self.order(), f"group 'perm' on an axis of size {n}")
         return torch.tensor(list(itertools.permutations(range(n))), dtype=torch.int64).reshape(-1, n)
 
     def identity(self) -> Tensor:

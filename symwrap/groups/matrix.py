@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from symwrap.errors import ConfigError, GroupLawError
 from symwrap.groups.base import ContinuousGroup, FiniteGroup
+from symwrap.groups.laws import check_group_laws
+from symwrap.limits import check_dimension, check_group_order
 
 if TYPE_CHECKING:
     from symwrap.actions.base import Action
@@ -49,6 +52,24 @@ def rotation_matrix(k: int, n: int) -> Tensor:
         angle = 2 * math.pi * k / n
         c, s = math.cos(angle), math.sin(angle)
     return torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+
+
+def _rotation_matrices(n: int) -> Tensor:
+    """All ``n`` planar rotations by ``2πk/n`` as float64 ``(n, 2, 2)``, multiples of 90° exact (no Python loop)."""
+    k = torch.arange(n, dtype=torch.int64)
+    angle = 2 * math.pi * k.double() / n
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    exact = (4 * k) % n == 0
+    quarter = ((4 * k) // n) % 4
+    cos = torch.where(exact, torch.tensor([1.0, 0.0, -1.0, 0.0], dtype=torch.float64)[quarter], cos)
+    sin = torch.where(exact, torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=torch.float64)[quarter], sin)
+    return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+
+
+def _positive_order(n: object, what: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{what} must be a positive integer (c1, c2, ...), got {n!r}")
+    return n
 
 
 def _default_action_for_dim(dim: int, kind: str | None) -> Action:
@@ -128,10 +149,15 @@ def vflip() -> MatrixGroup:
 
 
 def cyclic(n: int) -> MatrixGroup:
-    """C_N: rotations by ``360°·k/N``. Exact for N ∈ {1, 2, 4}; otherwise interpolated (``exact=False``)."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"cyclic group order must be a positive integer, got {n!r}")
-    return MatrixGroup(torch.stack([rotation_matrix(k, n) for k in range(n)]), f"c{n}", exact=4 % n == 0)
+    """C_N: rotations by ``360°·k/N``. Exact for N ∈ {1, 2, 4}; otherwise interpolated (``exact=False``).
+
+    Raises:
+        ConfigError: ``n`` is not a positive int.
+        LimitError: ``n`` is above ``max_group_order`` (see :mod:`symwrap.limits`).
+    """
+    _positive_order(n, "the cyclic group order N of c{N}")
+    check_group_order(n, f"c{n}")
+    return MatrixGroup(_rotation_matrices(n), f"c{n}", exact=4 % n == 0)
 
 
 def product(*factors: MatrixGroup, name: str | None = None) -> MatrixGroup:
@@ -147,23 +173,34 @@ def product(*factors: MatrixGroup, name: str | None = None) -> MatrixGroup:
         raise TypeError("product() takes finite matrix groups, e.g. product(rot90(), flip())")
     if len({f.dim for f in factors}) != 1:
         raise ValueError("product() factors must act in the same dimension")
+    check_group_order(math.prod(f.order() for f in factors), f"the product of {', '.join(f.name for f in factors)}")
     result = factors[0]._elements
     for factor in factors[1:]:
         result = (result[:, None] @ factor._elements[None]).reshape(-1, factor.dim, factor.dim)
-    unique: list[Tensor] = []
-    for m in result:
-        if not any(torch.allclose(m, u, atol=1e-9) for u in unique):
-            unique.append(m)
-    elements = torch.stack(unique)
-    products = (elements[:, None] @ elements[None]).reshape(-1, factors[0].dim, factors[0].dim)
-    dist = (products[:, None] - elements[None]).abs().amax(dim=(-1, -2))
-    if not bool((dist.amin(dim=1) < 1e-9).all()):
-        raise ValueError(
+    elements = result[_first_occurrences(result.reshape(len(result), -1))]
+    candidate = MatrixGroup(elements, name or "×".join(f.name for f in factors), exact=True)
+    try:
+        check_group_laws(candidate)
+    except GroupLawError as exc:
+        raise GroupLawError(
             f"the products of {', '.join(f.name for f in factors)} do not form a group; "
-            "the factors must normalise each other (like rotations and a mirror)"
-        )
+            f"the factors must normalise each other (like rotations and a mirror): {exc}"
+        ) from None
     exact = all(f.exact for f in factors)
     return MatrixGroup(elements, name or "×".join(f.name for f in factors), exact=exact, action=factors[0]._action_kind)
+
+
+def _first_occurrences(rows: Tensor, tolerance: float = 1e-9) -> Tensor:
+    """Indices of the rows ``(n, m)`` not equal (within ``tolerance``) to an earlier row, in order; chunked."""
+    n = rows.shape[0]
+    keep = torch.ones(n, dtype=torch.bool)
+    chunk = max(1, (1 << 22) // max(1, n * rows.shape[1]))
+    for start in range(0, n, chunk):
+        part = rows[start : start + chunk]
+        close = (part[:, None] - rows[None]).abs().amax(dim=-1) < tolerance  # (c, n)
+        earlier = torch.arange(n)[None] < torch.arange(start, start + len(part))[:, None]
+        keep[start : start + len(part)] = ~(close & earlier).any(dim=1)
+    return keep.nonzero().flatten()
 
 
 def d4() -> MatrixGroup:
@@ -172,8 +209,20 @@ def d4() -> MatrixGroup:
 
 
 def dihedral(n: int) -> MatrixGroup:
-    """D_N = ``product(cyclic(n), flip())``, 2N elements. Exact for N ∈ {1, 2, 4}."""
-    return product(cyclic(n), flip(), name=f"d{n}")
+    """D_N = ``product(cyclic(n), flip())``, 2N elements. Exact for N ∈ {1, 2, 4}.
+
+    Raises:
+        ConfigError: ``n`` is not a positive int.
+        LimitError: ``2n`` is above ``max_group_order`` (see :mod:`symwrap.limits`).
+    """
+    _positive_order(n, "the dihedral group parameter N of d{N}")
+    check_group_order(2 * n, f"d{n}")
+    # The elements product(cyclic(n), flip()) lists, r^k m^f in (k, f) order, built without its O(N²) search for
+    # repeats: these 2N matrices are distinct for every N (the laws are checked when the group is first used).
+    mirror = torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64))
+    rotations = _rotation_matrices(n)
+    elements = torch.stack([rotations, rotations @ mirror], dim=1).reshape(2 * n, 2, 2)
+    return MatrixGroup(elements, f"d{n}", exact=4 % n == 0)
 
 
 def haar_orthogonal(n: int, d: int, *, special: bool, generator: torch.Generator | None = None) -> Tensor:
@@ -199,8 +248,15 @@ class OrthogonalGroup(ContinuousGroup):
     """
 
     def __init__(self, d: int, *, special: bool, name: str | None = None, action: str | None = None) -> None:
-        if not isinstance(d, int) or d < 1:
-            raise ValueError(f"dimension must be a positive integer, got {d!r}")
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ConfigError(
+                f"the dimension d of {'so' if special else 'o'}{{d}} must be a positive integer, got {d!r}"
+            )
+        check_dimension(d, f"{'so' if special else 'o'}{d}")
+        if action not in (None, "image", "points"):
+            raise ConfigError(f"invalid group option 'action': use 'image', 'points' or None, got {action!r}")
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"invalid group option 'name': must be a string, got {name!r}")
         self.d, self.special = d, special
         self.name = name or f"{'so' if special else 'o'}{d}"
         self.code_shape = (d, d)
@@ -234,8 +290,17 @@ class EuclideanGroup(ContinuousGroup):
     """
 
     def __init__(self, d: int, *, special: bool, translation_scale: float = 1.0, name: str | None = None) -> None:
-        if not isinstance(d, int) or d < 1:
-            raise ValueError(f"dimension must be a positive integer, got {d!r}")
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ConfigError(
+                f"the dimension d of {'se' if special else 'e'}{{d}} must be a positive integer, got {d!r}"
+            )
+        check_dimension(d, f"{'se' if special else 'e'}{d}")
+        if isinstance(translation_scale, bool) or not isinstance(translation_scale, (int, float)):
+            raise ConfigError(f"invalid group option 'translation_scale': must be a number, got {translation_scale!r}")
+        if not math.isfinite(translation_scale) or translation_scale < 0:
+            raise ConfigError(
+                f"invalid group option 'translation_scale': must be finite and ≥ 0, got {translation_scale!r}"
+            )
         self.d, self.special, self.translation_scale = d, special, float(translation_scale)
         self.name = name or f"{'se' if special else 'e'}{d}"
         self.code_shape = (d + 1, d + 1)

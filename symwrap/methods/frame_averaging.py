@@ -27,6 +27,7 @@ from symwrap.frames.pca import DEFAULT_EIGEN_GAP, PCAFrame
 from symwrap.frames.sorting import SortFrame, check_set_input
 from symwrap.groups.base import FiniteGroup, Group, cached_per_group
 from symwrap.groups.discrete import PermutationGroup
+from symwrap.limits import check_samples
 from symwrap.methods.base import LastPlan, Method, Plan, whole_group_plan
 
 __all__ = ["FrameAveraging", "FrameAveragingOptions"]
@@ -80,6 +81,7 @@ class FrameAveragingOptions:
             "enlarge_samples",
             f"must be an int >= 1, got {self.enlarge_samples!r}",
         )
+        check_samples(self.enlarge_samples, "frame_averaging enlarge_samples")
         require(isinstance(self.seed, int), "seed", f"must be an int, got {self.seed!r}")
         require(
             isinstance(self.max_frame, int) and self.max_frame >= 1,

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from symwrap.config import option, require
 from symwrap.groups.base import ContinuousGroup, FiniteGroup, Group
+from symwrap.limits import check_samples
 from symwrap.methods.base import LastPlan, Method, Plan, uniform_weights
 
 __all__ = ["MonteCarlo", "MonteCarloOptions"]
@@ -36,6 +37,7 @@ class MonteCarloOptions:
         require(
             isinstance(self.samples, int) and self.samples >= 1, "samples", f"must be an int >= 1, got {self.samples!r}"
         )
+        check_samples(self.samples, "monte_carlo samples (forwards per input)")
         require(self.seed is None or isinstance(self.seed, int), "seed", f"must be an int or None, got {self.seed!r}")
         require(isinstance(self.return_stderr, bool), "return_stderr", "must be True or False")
 

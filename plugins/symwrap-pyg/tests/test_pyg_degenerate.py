@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import moved, random_rotation
+from pyg_helpers import moved, random_rotation
 from symwrap_pyg.molecules import molecule
 from torch_geometric.data import Batch
 

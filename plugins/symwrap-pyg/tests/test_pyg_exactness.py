@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import moved, random_rotation
+from pyg_helpers import moved, random_rotation
 from symwrap_pyg.molecules import molecule
 from torch_geometric.data import Batch
 
@@ -96,7 +96,7 @@ def test_chunked_equals_unchunked(gnn, real_molecules) -> None:
 
 def test_tensor_arguments(real_molecules) -> None:
     """model(z, pos, edge_index, batch): positions found by name, other tensors repeated per copy."""
-    from conftest import TensorGNN
+    from pyg_helpers import TensorGNN
 
     torch.manual_seed(1)
     model = TensorGNN().eval()

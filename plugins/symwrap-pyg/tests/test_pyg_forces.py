@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SMILES, moved, random_rotation
+from pyg_helpers import SMILES, moved, random_rotation
 from symwrap_pyg.molecules import conformer, molecule
 from torch import Tensor, nn
 from torch_geometric.data import Batch
