@@ -144,9 +144,8 @@ def _layer_norm_then_linear(features: Tensor, layer: nn.Linear, eps: float = 1e-
     the per-row mean and variance are reduced over them. Under ``torch.compile`` (CPU inductor) the plain form
     writes the normalised features out from the model's feature map: when that map is a flattened channels-last
     convolution output (the digits CNN), inductor recomputes the flatten with scalar loops. Compiled λ-equitune on
-    the digits CNN at B = 64 took 2.84 × the |G|-forward limit at stop 13 (plain form, features concatenated
-    across chunks) and 1.36 × with this form and per-chunk scores (``benchmarks/bench_suite.py --models digits_cnn
-    --compile on``, README "Performance suite"). The subtraction after the matmul loses ~|μ|/σ more float32
+    the digits CNN at B = 64 takes 1.36 × the |G|-forward limit with this form and per-chunk scores
+    (``benchmarks/bench_suite.py --models digits_cnn --compile on``, docs/performance.md). The subtraction after the matmul loses ~|μ|/σ more float32
     rounding than the plain form (tested within 1e-4 for |μ|/σ = 10); eager calls keep the plain form: two kernels
     instead of eight.
     """
