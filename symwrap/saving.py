@@ -320,12 +320,12 @@ def _build_hf_base(path: Path, base_info: dict[str, Any]) -> nn.Module:
         )
     module_name, _, class_name = class_path.rpartition(".")
     try:
-        from transformers import PreTrainedModel
-
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
         raise CheckpointError(f"{path}: cannot import the base model class {class_path} ({exc})") from None
-    if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
+    # by name, so the core never imports transformers itself (the saved class's own module did)
+    pretrained = ("transformers.modeling_utils", "PreTrainedModel")
+    if not (isinstance(cls, type) and any((c.__module__, c.__name__) == pretrained for c in cls.__mro__)):
         raise CheckpointError(f"{path}: {class_path} is not a transformers PreTrainedModel")
     return cls(cls.config_class.from_dict(hf_config))
 

@@ -13,7 +13,7 @@ import pytest
 
 import symwrap
 from symwrap import cli
-from symwrap.errors import ConfigError, LimitError
+from symwrap.errors import ConfigError, InputLayoutError, LimitError
 from symwrap.evaluation.runner import _covered
 from symwrap.evaluation.state import PROGRESS_FILE
 from tests.test_eval import _digit_pngs, _run
@@ -144,7 +144,9 @@ def test_an_image_of_another_size_is_skipped_and_counted_and_resume_gets_past_it
 
 def test_rgb_images_for_the_one_channel_default_model(builtins_only: None, tmp_path: Path) -> None:
     _digit_pngs(tmp_path / "folder", count=4)
-    with pytest.raises(ConfigError, match=r"cannot take the images of --data .* \(shape \(3, 8, 8\), --image-mode RGB"):
+    with pytest.raises(
+        InputLayoutError, match=r"shape \(1, 3, 8, 8\) \(channels 3.*--image-mode is RGB: pass --image-mode L"
+    ):
         _run(tmp_path, data=str(tmp_path / "folder"), methods="plain")
 
 

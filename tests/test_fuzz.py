@@ -242,8 +242,8 @@ def saved_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Tiny
     torch.manual_seed(0)
     base = TinyNet().eval()
     folder = tmp_path_factory.mktemp("fuzz_saved")
-    wrapped = symwrap.wrap(base, "rot90", "lambda_equitune", features="features", hidden=(4,))
-    wrapped(torch.randn(2, 1, 6, 6))
+    example = torch.randn(2, 1, 6, 6)
+    wrapped = symwrap.wrap(base, "rot90", "lambda_equitune", features="features", hidden=(4,), example_input=example)
     wrapped.save_pretrained(folder)
     return folder, base, json.loads((folder / CONFIG_NAME).read_text())
 

@@ -29,7 +29,7 @@ def _cnn() -> nn.Module:
         ("rot90", "group_averaging", {}),
         ("d4", "equizero", {}),
         ("so2", "monte_carlo", {}),
-        ("rot90", "lambda_equitune", {"features": "1"}),
+        ("rot90", "lambda_equitune", {"features": "1", "example_input": torch.randn(2, 1, 8, 8)}),
     ],
 )
 def test_an_empty_batch_gives_the_plain_models_empty_result(group: str, method: str, options: dict) -> None:

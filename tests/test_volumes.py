@@ -231,13 +231,23 @@ def test_auto_chunk_with_a_small_memory_cap_equals_the_unchunked_result() -> Non
     with torch.no_grad(), measure_peak(torch.device("cpu")) as stacked:
         model(_orbit(cube(), x))
     assert stacked.peak > 4 * cap, "the full stack of 48 copies must not fit the cap, or the test shows nothing"
+    row = 2 * 12 * 12 * 12
     with torch.no_grad():
         wrapped = symwrap.wrap(model, "cube", output="equivariant", max_memory=cap)
+        first = wrapped(x)  # measures the memory of a real first chunk, then chunks the other rows under the cap
+        tuner = wrapped.engine.tuner
+        (key,) = tuner.cache
+        (known,) = tuner.layouts.values()
+        chosen = tuner.cache[key]
         out = wrapped(x)
-        (key,) = wrapped.engine.tuner.cache
-        chosen, report = wrapped.engine.tuner.cache[key], wrapped.engine.tuner.memory_reports[key]
         reference = symwrap.wrap(model, "cube", output="equivariant", chunk_size=None)(x)
-    assert 1 <= chosen < 48 and report.peaks[chosen] <= cap
+    assert (
+        known.budget == cap
+        and known.peaks
+        and all(peak <= cap for (_, size), peak in known.peaks.items() if size == row)
+    )
+    assert 1 <= chosen <= known.max_rows(row) < 96, "the larger chunks were dropped for memory"
+    assert_close(first, reference, rtol=1e-5, atol=1e-5)
     assert_close(out, reference, rtol=1e-5, atol=1e-5)
 
 

@@ -242,23 +242,6 @@ def _covered(step: int, size: int, world_size: int, batch_size: int) -> int:
     return sum(min(step * batch_size, len(range(rank, size, world_size))) for rank in range(world_size))
 
 
-def _first_forward(loaded: LoadedModel, probe: Tensor | None, config: EvalConfig, device: torch.device) -> None:
-    """One forward of the plain model on one image, so an input it cannot take is named before the run."""
-    if probe is None:
-        return
-    try:
-        with torch.no_grad(), autocast(config.precision, device):
-            _call(loaded.model, probe[:1].to(device), loaded)
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"model {config.model!r} cannot take the images of --data {config.data!r} as prepared (shape "
-            f"{tuple(probe.shape[1:])}, --image-mode {config.image_mode}): {type(exc).__name__}: {first}. "
-            "Pass --image-mode L for a model of 1-channel images (like the default digits model) or RGB for 3 "
-            "channels, or give a model whose preprocessing fits the data."
-        ) from exc
-
-
 def _invariance_errors(
     models: dict[str, nn.Module], loaded: LoadedModel, group: Any, probe: Tensor | None, config: EvalConfig, device
 ) -> dict[str, float | None]:
@@ -356,7 +339,6 @@ def _run(config: EvalConfig, ctx: DistributedContext, symwrap: Any) -> dict[str,
         if ctx.is_main:
             _say_resume(output_dir, start_step, total_steps)
 
-    _first_forward(loaded, probe, config, device)
     errors = _invariance_errors(models, loaded, group, probe, config, device)
     seconds = dict.fromkeys(labels, 0.0)
     sampler = ShardSampler(size, ctx.rank, ctx.world_size, start=start_step * config.batch_size)
@@ -420,8 +402,9 @@ def _check_fits(loaded: LoadedModel, probe: Tensor | None, config: EvalConfig, d
         raise InputLayoutError(
             f"model {config.model!r} does not take the images of {data.description}: one image of shape "
             f"{tuple(image.shape)} (channels {channels}, size {height}×{width}) failed with: {reason}. Give data "
-            "that fits the model (--data, --image-mode RGB|L for the channels), a model made for this data, or a "
-            "model spec whose loader brings its own preprocessing."
+            f"that fits the model (--data; --image-mode is {config.image_mode}: pass --image-mode L for a model of "
+            "1-channel images, like the default digits model, or RGB for 3 channels), a model made for this data, "
+            "or a model spec whose loader brings its own preprocessing."
         ) from exc
 
 

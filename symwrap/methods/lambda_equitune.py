@@ -145,9 +145,9 @@ def _layer_norm_then_linear(features: Tensor, layer: nn.Linear, eps: float = 1e-
     writes the normalised features out from the model's feature map: when that map is a flattened channels-last
     convolution output (the digits CNN), inductor recomputes the flatten with scalar loops. Compiled λ-equitune on
     the digits CNN at B = 64 takes 1.36 × the |G|-forward limit with this form and per-chunk scores
-    (``benchmarks/bench_suite.py --models digits_cnn --compile on``, docs/performance.md). The subtraction after the matmul loses ~|μ|/σ more float32
-    rounding than the plain form (tested within 1e-4 for |μ|/σ = 10); eager calls keep the plain form: two kernels
-    instead of eight.
+    (``benchmarks/bench_suite.py --models digits_cnn --compile on``, docs/performance.md). The subtraction after
+    the matmul loses ~|μ|/σ more float32 rounding than the plain form (tested within 1e-4 for |μ|/σ = 10); eager
+    calls keep the plain form: two kernels instead of eight.
     """
     variance, mean = torch.var_mean(features, dim=-1, unbiased=False, keepdim=True)
     centred = F.linear(features, layer.weight) - mean * layer.weight.sum(dim=1)

@@ -107,7 +107,7 @@ class PyGAdapter(Adapter):
         """Plan the copies of every graph of the call, run them as one batch of graphs and combine the outputs."""
         from symwrap.autocast import AutocastState
 
-        group, method, config = wrapped.group, wrapped.method, wrapped.config
+        group, method, config = wrapped.group, wrapped.method, wrapped.symwrap_config
         spec = point_group_spec(group)
         assert spec is not None
         if config.reduce != "logits":
