@@ -78,6 +78,26 @@ def test_swin_unetr_is_exactly_equivariant_for_flip3d() -> None:
     assert_close(both[1:], both[:1].flip((-3, -1)), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("group", "options", "volume"),
+    [("cube", {}, (32, 32, 32)), ("cube", {"plane": "hw"}, (32, 64, 64))],
+    ids=["cube", "cube-plane-hw"],
+)
+def test_swin_unetr_is_exactly_equivariant_for_cube_rotations(group: str, options: dict, volume: tuple) -> None:
+    # 24 copies of a cubic patch, or the 8 shape-keeping elements of an anisotropic volume (D ≠ H = W)
+    net = _swin_unetr()
+    wrapped = symwrap.wrap(net, group, output="equivariant", group_options=options, chunk_size=8)
+    the_group = wrapped.group
+    element = _last_generic_element(the_group)
+    x = torch.randn(1, 1, *volume)
+    with torch.no_grad():
+        both = torch.cat([x, _move(the_group, x, element)])
+        out, plain = wrapped(both), net(both)
+    assert not torch.allclose(plain[1:], _move(the_group, plain[:1], element), atol=1e-3), "the bare net is equivariant"
+    assert_close(out[1:], _move(the_group, out[:1], element), rtol=1e-5, atol=1e-5)
+
+
 def test_flip3d_average_equals_nnunet_mirroring() -> None:
     # nnU-Net's test-time mirroring written out: the mean over all 8 subsets of the axes of flip(f(flip(x))).
     net = _unet()
