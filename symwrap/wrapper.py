@@ -190,6 +190,10 @@ class _SignedForward:
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         if instance is None:
             return self.function
+        if torch.compiler.is_compiling():
+            # dynamo may trace this lookup (torch.compile of the wrapper); it cannot call types.MethodType, and a
+            # traced call needs no signature: a partial binds the same function without a graph break
+            return functools.partial(self.function, instance)
         signed = self._signed.get(instance)
         if signed is None:
             signed = self._signed[instance] = self._sign(instance)

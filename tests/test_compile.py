@@ -141,3 +141,18 @@ def test_inductor_compiled_matches_eager(images: Tensor) -> None:
 @pytest.mark.slow
 def test_inductor_compiled_lambda_equitune_matches_eager(images: Tensor) -> None:
     _compiled_matches_eager(_trained_lambda(images, chunk_size=12), images, backend="inductor")
+
+
+def test_looking_up_forward_inside_a_compiled_function_has_no_graph_break(images: Tensor) -> None:
+    # wrapped.forward is a descriptor (it shows the base model's signature); traced, it must bind without a break
+    model = symwrap.wrap(SmallCNN().eval(), "d4", chunk_size=None)
+
+    def call(x: Tensor) -> Tensor:
+        return model.forward(x)
+
+    counters.clear()
+    with torch.no_grad():
+        out = torch.compile(call, backend="eager")(images)
+        binding = [reason for reason in counters["graph_break"] if "<class 'method'>" in reason]
+        assert binding == [], "binding wrapped.forward broke the graph"
+        torch.testing.assert_close(out, model(images), rtol=1e-5, atol=1e-5)
