@@ -13,7 +13,9 @@ out. The candidates are chunks of ``B·d`` rows for each divisor ``d`` of ``|G|`
    whose rows are larger than any measured is measured again, in its first chunk of the chosen size when that is
    predicted within half the budget (else again ``B`` rows first).
 2. **The first call of a shape runs at once**, with the fastest candidate known from other shapes of the same model,
-   or, where nothing is known yet, the largest candidate that fits the memory budget.
+   or, where nothing is known yet, the largest candidate that fits the memory budget. A candidate larger than any
+   size timed so far is estimated at the cost per element of the largest timed size below it (a larger forward is
+   taken to cost no more per element, unless a larger size was timed slower).
 3. **Later real calls are timed** with the tuner's clock and explore: the untried candidates next to the fastest
    known one, then further calls of the candidates within ``stop_after`` of the fastest until each has ``samples``
    timings (their median counts, so a slow spell of the machine during one call is outvoted). Then the choice of
@@ -291,12 +293,22 @@ class ChunkTuner:
         return [c for c in chunk_candidates(rows, batch, copies) if c <= limit] or [limit]
 
     def estimates(
-        self, known: LayoutKnowledge, candidates: list[int], rows: int, row_elements: int
+        self, known: LayoutKnowledge, candidates: list[int], rows: int, row_elements: int, extrapolate: bool = False
     ) -> dict[int, float]:
-        """Estimated seconds of the call per candidate whose forward size has timings (the median of them)."""
+        """Estimated seconds of the call per candidate whose forward size has timings (the median of them).
+
+        With ``extrapolate``, a candidate whose forward is larger than the largest timed one below it also gets an
+        estimate: the cost per element of the nearest timed size below (a larger forward is assumed to cost no more
+        per element than the largest one measured, as long as nothing larger says otherwise). Smaller forwards are
+        never extrapolated (they usually cost more per element)."""
         found = {}
+        timed = sorted(b for b, times in known.costs.items() if times)
         for c in candidates:
-            times = known.costs.get(size_bucket(c * row_elements))
+            bucket = size_bucket(c * row_elements)
+            times = known.costs.get(bucket)
+            if not times and extrapolate:
+                below = [b for b in timed if b < bucket]
+                times = known.costs[below[-1]] if below else None
             if times:
                 found[c] = statistics.median(times) * rows * row_elements
         return found
@@ -323,15 +335,17 @@ class ChunkTuner:
         best = pick_chunk(estimates, self.tolerance, whole=rows)
         if exploring:
             i = candidates.index(best)
-            for j in (i + 1, i - 1):  # an untried neighbour of the fastest: try it (larger first)
-                if 0 <= j < len(candidates) and candidates[j] not in estimates:
-                    return Decision(candidates[j] if timed else best, timed=timed)
+            untried = [candidates[j] for j in (i + 1, i - 1) if 0 <= j < len(candidates)]
+            untried = [c for c in untried if c not in estimates]  # untried neighbours of the fastest (larger first)
             fastest = min(estimates.values())
             close = [c for c, s in estimates.items() if s <= fastest * (1 + self.stop_after)]
             counts = {c: len(known.costs[size_bucket(c * row_elements)]) for c in close}
             short = [c for c in close if counts[c] < self.samples]
-            if short and not timed:
-                return Decision(best)
+            if (untried or short) and not timed:  # a shape's first call: the best guess, larger forwards extrapolated
+                guess = self.estimates(known, candidates, rows, row_elements, extrapolate=True)
+                return Decision(pick_chunk(guess, self.tolerance, whole=rows))
+            if untried:
+                return Decision(untried[0], timed=True)
             if short:  # close candidates with too few timings: the least timed next, in turn (rounds interleave)
                 turn = self._rounds.get(key, 0)
                 self._rounds[key] = turn + 1

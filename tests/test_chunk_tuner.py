@@ -86,6 +86,30 @@ def test_a_new_batch_size_starts_final_from_what_was_learned_per_row() -> None:
     assert known.explorations == explored, "nothing explored again"
 
 
+def test_a_new_shape_first_runs_larger_forwards_when_the_largest_timed_size_was_the_fastest() -> None:
+    wrapped, model, _ = _wrapped()  # 1 ms a forward + 1 ms a row up to 8 rows: larger forwards cost less per row
+    tuner = wrapped.engine.tuner
+    with torch.no_grad():
+        for _ in range(10):
+            wrapped(torch.randn(1, 3, 8, 8))  # d4, B = 1: forwards of 1, 2, 4 or 8 rows; 8 is the fastest
+        assert tuner.cached(_key(wrapped, torch.randn(1, 3, 8, 8))) == 8
+        model.rows.clear()
+        wrapped(torch.randn(2, 3, 8, 8))  # 16 rows: 16 untimed, guessed at 8's cost per row, and whole wins the tie
+    assert model.rows == [16], "not 2 forwards of the largest size timed so far"
+
+
+def test_a_new_shape_keeps_the_timed_size_when_a_larger_one_was_timed_slower() -> None:
+    wrapped, model, _ = _wrapped()  # 1.5 ms a row past 8 rows: 16 rows cost more per row than 8
+    tuner = wrapped.engine.tuner
+    with torch.no_grad():
+        for _ in range(12):
+            wrapped(torch.randn(2, 3, 8, 8))  # B = 2: forwards of 2, 4, 8 or 16 rows; 8 is the fastest
+        assert tuner.cached(_key(wrapped, torch.randn(2, 3, 8, 8))) == 8
+        model.rows.clear()
+        wrapped(torch.randn(4, 3, 8, 8))  # 32 rows: 32 is guessed at 16's (slower) cost per row, so 8 it is
+    assert model.rows == [8, 8, 8, 8]
+
+
 def test_memory_is_measured_again_only_for_larger_rows() -> None:
     wrapped, model, _ = _wrapped()
     tuner = wrapped.engine.tuner
