@@ -19,7 +19,8 @@ round, so drift and background load hit all alike; medians are reported):
 
 The limit is min(limit_stack, limit_loop). Ratios: each |G|-pass method ÷ limit (CPU target ≤ 1.10, GPU ≤ 1.05 for
 B ≥ 8) and canonicalization ÷ plain (target ≤ 1.3). symwrap runs with the default ``chunk_size="auto"``, tuned by
-an untimed first call (its time is reported as ``first call``).
+the real calls its tuner explores with before a final choice, none of them timed (the first one is reported as
+``first call``).
 
     python benchmarks/bench_suite.py --quick                               # smoke run, small models
     python benchmarks/bench_suite.py --models resnet50,vit_b16 --batches 1,8 --json bench-results/suite.json
