@@ -451,7 +451,7 @@ class RaggedPCAFrame:
             num_graphs, d, self.special, self.translation, axes.device, axes.dtype
         )
         if self.translation:
-            shift = axes @ centroid[:, :, None]  # (G, d, 1): Uᵀ c, negated by the signs in entries
+            shift = torch.bmm(axes, centroid[:, :, None])  # (G, d, 1): Uᵀ c, negated by the signs in entries
             axes = torch.cat([torch.cat([axes, shift], dim=2), bottom.expand(num_graphs, 1, d + 1)], dim=1)
         size = axes.shape[1]
         if self.special:  # det(diag(s) Uᵀ) = det(U) for the cached s: flip the last sign where det(U) = -1
