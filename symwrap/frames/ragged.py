@@ -396,30 +396,34 @@ class RaggedPCAFrame:
         ``"enlarge"``, which one element cannot do) or refused (``"error"``).
         """
         p = segment_pca(pos, batch, num_graphs, self.gap)
-        lone = self._lone(p)
+        d = self.d
+        small = num_graphs > 0 and bool(p.counts.amin() < 2)  # empty graphs or lone atoms: checked below
+        lone = self._lone(p) if small else None
         vectors = p.eigenvectors
         proj = torch.einsum("nd,nde->ne", p.centred, vectors.index_select(0, batch))  # (N, d)
         cubes = proj.detach().pow(3)
-        skew = pos.new_zeros(num_graphs, self.d).index_add_(0, batch, cubes)
-        scale = (
-            pos.new_zeros(num_graphs, self.d).index_add_(0, batch, cubes.abs()).clamp_min(torch.finfo(pos.dtype).tiny)
-        )
+        moments = pos.new_zeros(num_graphs, 2 * d).index_add_(0, batch, torch.cat([cubes, cubes.abs()], dim=1))
+        skew, scale = moments[:, :d], moments[:, d:].clamp_min(torch.finfo(pos.dtype).tiny)
         signs = torch.where(skew >= 0, 1.0, -1.0).to(pos.dtype)
         weak = skew.abs() < self.gap * scale
         if self.special:
             signs[:, -1] = torch.linalg.det(vectors.detach()).sign() * signs[:, :-1].prod(dim=1)
             weak = weak[:, :-1]
-        ambiguous = torch.cat([p.tied(self.gap), weak], dim=1).any(dim=1) & ~lone
+        ambiguous = torch.cat([p.tied(self.gap), weak], dim=1).any(dim=1)
+        if lone is not None:
+            ambiguous = ambiguous & ~lone
         if bool(ambiguous.any()):
             self._handle(ambiguous, p, "canonical pose")
         rotations = signs[..., None] * vectors.transpose(1, 2)  # (G, d, d)
-        if bool(lone.any()):
-            eye = torch.eye(self.d, dtype=pos.dtype, device=pos.device)
+        if lone is not None and bool(lone.any()):
+            eye = torch.eye(d, dtype=pos.dtype, device=pos.device)
             rotations = torch.where(lone[:, None, None], eye, rotations)
+        else:
+            lone = None
         graph = torch.arange(num_graphs, device=pos.device)
         weights = torch.ones(num_graphs, dtype=pos.dtype, device=pos.device)
         elements = self._with_translation(rotations, p.centroid)
-        return RaggedPlan(elements, graph, weights, lone if bool(lone.any()) else None, num_graphs)
+        return RaggedPlan(elements, graph, weights, lone, num_graphs)
 
     # ------------------------------------------------------------------ helpers
     def _lone(self, p: RaggedPCA) -> Tensor:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from symwrap_pyg.molecules import molecule
 from torch_geometric.data import Batch
 
+from symwrap.errors import InputLayoutError
 from symwrap.frames import DegenerateFrameWarning
 from symwrap.frames.ragged import RaggedPCAFrame, segment_pca
 from symwrap.tracing import no_caches
@@ -87,3 +89,21 @@ def test_plans_without_caches(real_molecules) -> None:
         fresh = frame.frame(batch.pos, batch.batch, batch.num_graphs)
     assert torch.equal(cached.elements, fresh.elements) and torch.equal(cached.weights, fresh.weights)
     assert torch.equal(cached.graph, fresh.graph)
+
+
+def test_canonical_poses_with_and_without_lone_atoms(real_molecules) -> None:
+    """A lone atom under E(3) is centred and marked fixed; without one, no graph is marked; under O(3) it is refused."""
+    lone = molecule([8], torch.tensor([[0.4, -1.1, 2.0]]))
+    usual = Batch.from_data_list(real_molecules)
+    mixed = Batch.from_data_list([*real_molecules, lone])
+    frame = RaggedPCAFrame(3, special=False, translation=True, degenerate="warn")
+    plan = frame.canonical(usual.pos, usual.batch, usual.num_graphs)
+    assert plan.fixed is None and plan.copies == usual.num_graphs
+    with_lone = frame.canonical(mixed.pos, mixed.batch, mixed.num_graphs)
+    assert with_lone.fixed is not None and with_lone.fixed.tolist() == [False] * usual.num_graphs + [True]
+    torch.testing.assert_close(with_lone.elements[:-1], plan.elements, rtol=1e-6, atol=1e-6)
+    expected = torch.eye(4)
+    expected[:3, 3] = -lone.pos[0]
+    torch.testing.assert_close(with_lone.elements[-1], expected)
+    with pytest.raises(InputLayoutError, match="single atom"):
+        RaggedPCAFrame(3, special=False, translation=False).canonical(mixed.pos, mixed.batch, mixed.num_graphs)
