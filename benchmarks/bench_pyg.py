@@ -8,8 +8,8 @@ and FAENet's frame averaging, on RDKit conformers of drug-like molecules.
    forces ``-∂E/∂pos`` by autograd. SchNet's interaction graph is the molecules' bonds with their lengths (its
    default radius graph needs torch-cluster); a 10 Å radius graph would hold nearly every atom pair of these
    molecules and cost more, so these SchNet ratios are the least favourable ones. The plans are timed twice: in the
-   rounds (each round's 3 calls follow another contender's work, and the first plan after a forward finds the caches
-   cold, as in a wrapped call) and ``--warm-calls`` calls back to back (warm caches; fastest of 5 such runs).
+   rounds (each round's ``--calls`` calls follow another contender's work, and the first plan after a forward finds
+   the caches cold, as in a wrapped call) and ``--warm-calls`` calls back to back (warm caches; fastest of 5 runs).
 2. **Wrapped vs by hand** (``--rounds`` interleaved rounds of ``--calls`` calls each; the ratios use each
    contender's fastest round, the least disturbed by other work on the machine): ``symwrap.wrap(gnn, "e3",
    "frame_averaging")``; a hand-written per-graph loop (each graph's PCA, its 8 copies as one small batch, one
