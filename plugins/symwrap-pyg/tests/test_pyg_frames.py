@@ -107,3 +107,20 @@ def test_canonical_poses_with_and_without_lone_atoms(real_molecules) -> None:
     torch.testing.assert_close(with_lone.elements[-1], expected)
     with pytest.raises(InputLayoutError, match="single atom"):
         RaggedPCAFrame(3, special=False, translation=False).canonical(mixed.pos, mixed.batch, mixed.num_graphs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("special", [False, True])
+def test_cuda_plan_is_the_cpu_plan(special: bool, real_molecules, big) -> None:
+    """The constants cached per device: a CUDA plan lists the CPU plan's elements per graph (in an order that may
+    differ, as the eigensolvers may return other eigenvector signs)."""
+    batch = Batch.from_data_list([*real_molecules, big])
+    frame = RaggedPCAFrame(3, special=special, translation=True)
+    cpu = frame.frame(batch.pos, batch.batch, batch.num_graphs)
+    gpu = frame.frame(batch.pos.cuda(), batch.batch.cuda(), batch.num_graphs)
+    assert {gpu.elements.device.type, gpu.graph.device.type, gpu.weights.device.type} == {"cuda"}
+    assert torch.equal(gpu.graph.cpu(), cpu.graph) and torch.equal(gpu.weights.cpu(), cpu.weights)
+    per_graph = cpu.copies // batch.num_graphs
+    ours = gpu.elements.cpu().reshape(batch.num_graphs, per_graph, -1)
+    theirs = cpu.elements.reshape(batch.num_graphs, per_graph, -1)
+    assert float(torch.cdist(ours, theirs).amin(dim=2).amax()) < 1e-4
