@@ -1,8 +1,15 @@
 """Graph batches (symwrap-pyg): per-graph frames against one forward, and the wrapped model against hand-written loops
 and FAENet's frame averaging, on RDKit conformers of drug-like molecules.
 
-1. **Frame construction vs one forward**: the plan of a batch of ``--graphs`` molecules (segment sums, one batched
-   ``eigh``, the elements of every graph) against one plain forward of the model on the batch (target ≤ 0.1×).
+1. **Frame construction vs one forward**: the plan of a batch of ``--graphs`` molecules (one segment sum, one batched
+   ``eigh``, the elements of every graph) against one plain forward of two models on the batch (target ≤ 0.1×): the
+   tiny model the other rows wrap (three GraphConv layers, ``--hidden`` 64), and PyG's ``SchNet()`` at its default
+   size (hidden 128, 6 interactions, random weights) as an interatomic potential: energies alone, and energies with
+   forces ``-∂E/∂pos`` by autograd. SchNet's interaction graph is the molecules' bonds with their lengths (its
+   default radius graph needs torch-cluster); a 10 Å radius graph would hold nearly every atom pair of these
+   molecules and cost more, so these SchNet ratios are the least favourable ones. The plans are timed twice: in the
+   rounds (each round's ``--calls`` calls follow another contender's work, and the first plan after a forward finds
+   the caches cold, as in a wrapped call) and ``--warm-calls`` calls back to back (warm caches; fastest of 5 runs).
 2. **Wrapped vs by hand** (``--rounds`` interleaved rounds of ``--calls`` calls each; the ratios use each
    contender's fastest round, the least disturbed by other work on the machine): ``symwrap.wrap(gnn, "e3",
    "frame_averaging")``; a hand-written per-graph loop (each graph's PCA, its 8 copies as one small batch, one
@@ -34,6 +41,7 @@ from symwrap_pyg.plans import plan_graphs
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 from torch_geometric.nn import GraphConv, global_add_pool
+from torch_geometric.nn.models import SchNet
 
 import symwrap
 from symwrap.frames.pca import _sign_vectors
@@ -62,6 +70,27 @@ class CoordinateGNN(nn.Module):
             h = torch.tanh(conv(h, data.edge_index))
         energy = global_add_pool(self.energy_head(h), data.batch, size=data.num_graphs).squeeze(-1)
         return {"energy": energy, "forces": self.force_head(h)}
+
+
+class BondGraph(nn.Module):
+    """SchNet's interaction graph for one fixed batch: its bonds (both directions) and their lengths."""
+
+    def __init__(self, edge_index: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("edge_index", edge_index)
+
+    def forward(self, pos: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
+        row, col = self.edge_index
+        return self.edge_index, (pos[row] - pos[col]).norm(dim=-1)
+
+
+def energy_and_forces(schnet: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    """SchNet's energies ``(G,)`` and forces ``-∂E/∂pos`` ``(N, 3)`` (autograd, also under ``torch.no_grad``)."""
+    with torch.enable_grad():
+        pos = batch.pos.detach().requires_grad_()
+        energy = schnet(batch.z, pos, batch.batch).squeeze(-1)
+        (grad,) = torch.autograd.grad(energy.sum(), pos)
+    return energy.detach(), -grad
 
 
 def molecules(count: int) -> list:
@@ -138,6 +167,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
     parser.add_argument("--calls", type=int, default=3, help="calls per contender per round")
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--warm-calls", type=int, default=50, help="back-to-back calls of each plan, warm caches")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -148,6 +178,7 @@ def main() -> None:
     batch = Batch.from_data_list(graphs)
     wrapped = symwrap.wrap(model, "e3", "frame_averaging", select=KINDS)
     canonical = symwrap.wrap(model, "e3", "canonicalization", select=KINDS)
+    schnet = SchNet(interaction_graph=BondGraph(batch.edge_index)).eval()
     per_graph_chunks = symwrap.wrap(model, "e3", "frame_averaging", select=KINDS, chunk_size=args.graphs)
     faenet = load_faenet()
     print(
@@ -169,6 +200,8 @@ def main() -> None:
         f"symwrap frame_averaging, chunk_size={args.graphs} (8 forwards)": lambda: per_graph_chunks(batch),
         "symwrap canonicalization (1 copy)": lambda: canonical(batch),
         "per-graph loop by hand (8 copies)": lambda: per_graph_loop(model, graphs),
+        "SchNet forward, energies": lambda: schnet(batch.z, batch.pos, batch.batch),
+        "SchNet forward, energies and forces (autograd)": lambda: energy_and_forces(schnet, batch),
     }
     if faenet is not None:
         prepare, fa_forward = faenet
@@ -182,6 +215,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, fn in contenders.items():
                 times[name].append(timed(fn, args.calls))
+        plans = ("frames of the batch (e3)", "canonical poses of the batch (e3)")
+        warm = {name: min(timed(contenders[name], args.warm_calls) for _ in range(5)) * 1e3 for name in plans}
         reference = wrapped(batch)
         others = {"per-graph loop by hand": per_graph_loop(model, graphs)}
         if faenet is not None:
@@ -197,6 +232,17 @@ def main() -> None:
         ms = best[name]
         median = statistics.median(values) * 1e3
         print(f"| {name} | {ms:.2f} | {median:.2f} | {ms / forward:.3f} | {ms / wrapped_ms:.2f} |")
+    models = {
+        "tiny GraphConv": "plain forward (1 copy)",
+        "SchNet, energies": "SchNet forward, energies",
+        "SchNet, energies and forces": "SchNet forward, energies and forces (autograd)",
+    }
+    print(f"\n| plan ({args.graphs} molecules) | ms | ÷ one forward of " + " | ÷ ".join(models) + " |")
+    print("|---|---|" + "---|" * len(models))
+    for name in plans:
+        for label, ms in (("in the rounds", best[name]), (f"{args.warm_calls} calls back to back", warm[name])):
+            ratios = " | ".join(f"{ms / best[row]:.3f}" for row in models.values())
+            print(f"| {name}, {label} | {ms:.2f} | {ratios} |")
     print("\n| compared with symwrap frame_averaging | max relative difference, energy | forces |")
     print("|---|---|---|")
     for name, out in others.items():

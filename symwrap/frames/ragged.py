@@ -1,11 +1,17 @@
 """PCA frames of ragged batches of point clouds: graphs concatenated along the node axis, as PyTorch Geometric
 batches are (``pos (N, d)`` and a sorted ``batch (N,)`` vector naming each node's graph).
 
-Each graph's centroid and covariance come from segment sums (``index_add_`` over the batch vector), the principal
-axes from one batched ``torch.linalg.eigh`` of the ``(G, d, d)`` covariances, and the frame elements are listed per
-graph: nothing is padded to the largest graph. The elements are those of :class:`~symwrap.frames.pca.PCAFrame`
-(Puny et al. 2022, arXiv 2110.03336, §3.1): ``R = S Vᵀ`` for the sign matrices ``S`` (all ``2^d`` for O(d), the
-``2^(d-1)`` with ``det = +1`` for SO(d)), acting as ``x ↦ (x - c) Rᵀ`` for E(d)/SE(d) and ``x ↦ x Rᵀ`` for O(d)/SO(d).
+Each graph's centroid and covariance come from one segment sum (``index_add_`` over the batch vector) of the raw
+moments ``1, x, x xᵀ`` in float64, where ``E[x xᵀ] - c cᵀ`` keeps ~1e-16 relative precision times
+``(|c| / spread)²`` (float32 would lose every digit for a molecule ~1e4 spreads from the origin); the principal axes
+come from one batched ``torch.linalg.eigh`` of the ``(G, d, d)`` covariances in the positions' dtype, and the frame
+elements are listed per graph: nothing is padded to the largest graph. A batch without lone atoms or degenerate
+graphs (the usual one) costs one host sync and builds every element with one broadcast product of cached sign
+vectors and each graph's homogeneous ``[[Uᵀ, -Uᵀ c], [0, 1]]``.
+
+The elements are those of :class:`~symwrap.frames.pca.PCAFrame` (Puny et al. 2022, arXiv 2110.03336, §3.1):
+``R = S Vᵀ`` for the sign matrices ``S`` (all ``2^d`` for O(d), the ``2^(d-1)`` with ``det = +1`` for SO(d)), acting
+as ``x ↦ (x - c) Rᵀ`` for E(d)/SE(d) and ``x ↦ x Rᵀ`` for O(d)/SO(d).
 
 Graphs may have different numbers of elements: the ``degenerate=`` policy is applied per graph, so only the
 degenerate graphs of a batch are enlarged (or warned about, or refused) and the frames of the others are exactly
@@ -17,7 +23,8 @@ one element (the centring), and its equivariant outputs are averaged over the wh
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -26,6 +33,7 @@ from symwrap.errors import InputLayoutError
 from symwrap.frames.base import DEGENERATE_MODES, DegenerateFrameWarning, DegenerateInputError, all_finite
 from symwrap.frames.pca import DEFAULT_EIGEN_GAP, _sign_vectors, _tie_blocks
 from symwrap.groups.matrix import haar_orthogonal
+from symwrap.tracing import caches_off
 
 __all__ = ["RaggedPCA", "RaggedPCAFrame", "RaggedPlan", "check_ragged", "segment_pca", "symmetric_eigh"]
 
@@ -64,15 +72,21 @@ class RaggedPCA:
         centroid: ``(G, d)`` mean position of each graph.
         eigenvalues: ``(G, d)`` covariance eigenvalues, descending.
         eigenvectors: ``(G, d, d)``; column ``i`` belongs to ``eigenvalues[:, i]``.
-        centred: ``(N, d)`` positions minus their graph's centroid.
         counts: ``(G,)`` int64 nodes per graph.
+        pos: ``(N, d)`` the positions, and ``batch`` ``(N,)`` their graphs (for :attr:`centred`).
     """
 
     centroid: Tensor
     eigenvalues: Tensor
     eigenvectors: Tensor
-    centred: Tensor
     counts: Tensor
+    pos: Tensor = field(repr=False)
+    batch: Tensor = field(repr=False)
+
+    @property
+    def centred(self) -> Tensor:
+        """``(N, d)`` positions minus their graph's centroid."""
+        return self.pos - self.centroid.index_select(0, self.batch)
 
     def tied(self, gap: float) -> Tensor:
         """``(G, d-1)``: consecutive eigenvalues whose gap is below ``gap`` relative to the largest one."""
@@ -173,8 +187,94 @@ def check_ragged(pos: object, batch: object, num_graphs: int, d: int, group_name
         )
 
 
+#: Per ``d``: the index pairs ``(i, j)``, ``i ≤ j``, of ``h = [x, 1]`` whose products ``hᵢ hⱼ`` are summed per graph
+#: (first ``x``, then ``1``, then the upper triangle of ``x xᵀ``), and the ``(d·d,)`` columns of those sums that fill a
+#: ``(d, d)`` second-moment matrix.
+_MOMENT_PAIRS: dict[tuple[int, torch.device], tuple[Tensor, Tensor, Tensor]] = {}
+
+
+def _moment_pairs(d: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    key = (d, device)
+    found = None if caches_off() else _MOMENT_PAIRS.get(key)
+    if found is None:
+        upper = [(i, j) for i in range(d) for j in range(i, d)]
+        pairs = [(i, d) for i in range(d)] + [(d, d)] + upper
+        square = [d + 1 + upper.index((min(i, j), max(i, j))) for i in range(d) for j in range(d)]
+        found = tuple(
+            torch.tensor(index, device=device) for index in ([i for i, _ in pairs], [j for _, j in pairs], square)
+        )  # type: ignore[assignment]
+        if not caches_off():
+            _MOMENT_PAIRS[key] = found  # type: ignore[assignment]
+    return found  # type: ignore[return-value]
+
+
+def _segment_moments(pos: Tensor, batch: Tensor, num_graphs: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per graph: ``(G,)`` float64 node count, ``(G, d)`` float64 centroid and ``(G, d, d)`` float64 covariance, from
+    one segment sum of the products ``hᵢ hⱼ`` of ``h = [x, 1]`` in float64 (differentiable)."""
+    n, d = pos.shape
+    first, second, square = _moment_pairs(d, pos.device)
+    lifted = pos.new_empty(d + 1, n, dtype=torch.float64)  # h, one row per coordinate: the products run along N
+    lifted[:d].copy_(pos.T)
+    lifted[d].fill_(1.0)
+    products = lifted.index_select(0, first) * lifted.index_select(0, second)  # (P, N)
+    sums = torch.zeros(num_graphs, first.shape[0], dtype=torch.float64, device=pos.device)
+    sums = sums.index_add_(0, batch, products.T)  # (G, P)
+    count = sums[:, d]
+    means = sums / count.clamp_min(1.0)[:, None]
+    centroid = means[:, :d]
+    second_moment = means.index_select(1, square).reshape(num_graphs, d, d)
+    covariance = torch.baddbmm(second_moment, centroid[:, :, None], centroid[:, None, :], alpha=-1.0)
+    return count, centroid, covariance
+
+
+#: The constant parts of the usual frame plan, by ``(G, d, special, translation, device, dtype)``: the graph of each
+#: copy, its weight, the sign of every entry of every element, and the homogeneous bottom row ``[0, ..., 0, 1]``.
+#: Read-only; the last few sizes only.
+_USUAL_PLANS: OrderedDict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = OrderedDict()
+_USUAL_PLANS_KEPT = 8
+
+
+def _usual_constants(
+    num_graphs: int, d: int, special: bool, translation: bool, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(K,)`` graph of each copy, ``(K,)`` weights, ``(1, S, c·c)`` signs of the entries of the ``S`` elements of a
+    plain frame (row ``i`` of element ``s`` has sign ``sᵢ``; ``c = d + 1`` under ``translation``, with a last row of
+    + and ``-sᵢ`` in the last column, which receives ``Uᵀ c``; under ``special`` the last sign is the one with
+    ``det(S) = +1``, to be multiplied by ``det(U)``), and the ``(1, 1, c)`` bottom row of homogeneous matrices."""
+    key = (num_graphs, d, special, translation, device, dtype)
+    found = None if caches_off() else _USUAL_PLANS.get(key)
+    if found is not None:
+        _USUAL_PLANS.move_to_end(key)
+        return found
+    if special:
+        free = _sign_vectors(d, d - 1, device, dtype)
+        signs = torch.cat([free, free.prod(dim=1, keepdim=True)], dim=1)
+    else:
+        signs = _sign_vectors(d, d, device, dtype)
+    count, size = signs.shape[0], d + 1 if translation else d
+    if translation:
+        signs = torch.cat([signs, signs.new_ones(count, 1)], dim=1)
+    entries = signs[:, :, None].repeat(1, 1, size)  # (S, c, c)
+    if translation:  # the shift column holds U^T c: its sign is -s_i
+        entries[:, :d, d] *= -1
+    entries = entries.reshape(1, count, size * size)  # (1, S, c·c), row-major
+    graph = torch.arange(num_graphs, device=device).repeat_interleave(count)
+    weights = torch.full((graph.shape[0],), 1.0 / count, dtype=dtype, device=device)
+    bottom = torch.zeros(1, 1, d + 1, dtype=dtype, device=device)
+    bottom[0, 0, d] = 1.0
+    found = (graph, weights, entries, bottom)
+    if not caches_off():
+        _USUAL_PLANS[key] = found
+        while len(_USUAL_PLANS) > _USUAL_PLANS_KEPT:
+            _USUAL_PLANS.popitem(last=False)
+    return found
+
+
 def segment_pca(pos: Tensor, batch: Tensor, num_graphs: int, tie: float = DEFAULT_EIGEN_GAP) -> RaggedPCA:
-    """Centroid and principal axes of every graph of a ragged batch: segment sums and one batched ``eigh``.
+    """Centroid and principal axes of every graph of a ragged batch: one segment sum and one batched ``eigh``.
+
+    The moments are summed in float64 (see the module docstring); centroid, eigenvalues and eigenvectors come back
+    in the positions' dtype.
 
     Args:
         pos: ``(N, d)`` positions.
@@ -182,15 +282,9 @@ def segment_pca(pos: Tensor, batch: Tensor, num_graphs: int, tie: float = DEFAUL
         num_graphs: ``G``.
         tie: Relative eigen-gap below which the backward treats two eigenvalues as equal (see :func:`symmetric_eigh`).
     """
-    n, d = pos.shape
-    counts = torch.bincount(batch, minlength=num_graphs)
-    size = counts.to(pos.dtype).clamp_min(1)
-    centroid = pos.new_zeros(num_graphs, d).index_add_(0, batch, pos) / size[:, None]
-    centred = pos - centroid.index_select(0, batch)
-    outer = (centred[:, :, None] * centred[:, None, :]).reshape(n, d * d)
-    cov = pos.new_zeros(num_graphs, d * d).index_add_(0, batch, outer).reshape(num_graphs, d, d) / size[:, None, None]
-    values, vectors = symmetric_eigh(cov, tie)  # ascending
-    return RaggedPCA(centroid, values.flip(-1), vectors.flip(-1), centred, counts)
+    count, centroid, covariance = _segment_moments(pos, batch, num_graphs)
+    values, vectors = symmetric_eigh(covariance.to(pos.dtype), tie)  # ascending
+    return RaggedPCA(centroid.to(pos.dtype), values.flip(-1), vectors.flip(-1), count.to(torch.int64), pos, batch)
 
 
 #: Haar rotations of a degenerate eigenspace by ``(size, samples, seed)``: the same for every graph, so a degenerate
@@ -251,7 +345,14 @@ class RaggedPCAFrame:
             batch: ``(N,)`` sorted graph index of each node.
             num_graphs: ``G``.
         """
-        p = segment_pca(pos, batch, num_graphs, self.gap)
+        count, centroid, covariance = _segment_moments(pos, batch, num_graphs)
+        values, vectors = symmetric_eigh(covariance.to(pos.dtype), self.gap)  # ascending
+        lam = values.detach()
+        scale = lam[:, -1:].clamp_min(torch.finfo(lam.dtype).tiny)
+        unusual = ((lam[:, 1:] - lam[:, :-1]) < self.gap * scale).any() | (count.amin() < 2)
+        if not bool(unusual):  # the usual batch (one host sync): every graph has the same plain frame
+            return self._usual(vectors.transpose(1, 2).flip(1), centroid.to(pos.dtype), num_graphs)
+        p = RaggedPCA(centroid.to(pos.dtype), values.flip(-1), vectors.flip(-1), count.to(torch.int64), pos, batch)
         lone = self._lone(p)
         any_lone = bool(lone.any())
         tied = p.tied(self.gap) & ~lone[:, None]
@@ -262,12 +363,6 @@ class RaggedPCAFrame:
             if self.degenerate == "enlarge":
                 enlarge = degenerate
         signs_count = 2 ** (self.d - 1 if self.special else self.d)
-        if not any_lone and not bool(enlarge.any()):  # the usual batch: every graph has the same frame size
-            rotations = self._signed(p.eigenvectors[:, None]).flatten(0, 2)
-            centroid = p.centroid.repeat_interleave(signs_count, dim=0)
-            graph = torch.arange(num_graphs, device=pos.device).repeat_interleave(signs_count)
-            weights = torch.full((graph.shape[0],), 1.0 / signs_count, dtype=pos.dtype, device=pos.device)
-            return RaggedPlan(self._with_translation(rotations, centroid), graph, weights, None, num_graphs)
         plain = ~lone & ~enlarge
         parts: list[tuple[Tensor, Tensor]] = []  # (rotations (k, d, d), graph (k,))
         index = plain.nonzero().flatten()
@@ -301,30 +396,34 @@ class RaggedPCAFrame:
         ``"enlarge"``, which one element cannot do) or refused (``"error"``).
         """
         p = segment_pca(pos, batch, num_graphs, self.gap)
-        lone = self._lone(p)
+        d = self.d
+        small = num_graphs > 0 and bool(p.counts.amin() < 2)  # empty graphs or lone atoms: checked below
+        lone = self._lone(p) if small else None
         vectors = p.eigenvectors
         proj = torch.einsum("nd,nde->ne", p.centred, vectors.index_select(0, batch))  # (N, d)
         cubes = proj.detach().pow(3)
-        skew = pos.new_zeros(num_graphs, self.d).index_add_(0, batch, cubes)
-        scale = (
-            pos.new_zeros(num_graphs, self.d).index_add_(0, batch, cubes.abs()).clamp_min(torch.finfo(pos.dtype).tiny)
-        )
+        moments = pos.new_zeros(num_graphs, 2 * d).index_add_(0, batch, torch.cat([cubes, cubes.abs()], dim=1))
+        skew, scale = moments[:, :d], moments[:, d:].clamp_min(torch.finfo(pos.dtype).tiny)
         signs = torch.where(skew >= 0, 1.0, -1.0).to(pos.dtype)
         weak = skew.abs() < self.gap * scale
         if self.special:
             signs[:, -1] = torch.linalg.det(vectors.detach()).sign() * signs[:, :-1].prod(dim=1)
             weak = weak[:, :-1]
-        ambiguous = torch.cat([p.tied(self.gap), weak], dim=1).any(dim=1) & ~lone
+        ambiguous = torch.cat([p.tied(self.gap), weak], dim=1).any(dim=1)
+        if lone is not None:
+            ambiguous = ambiguous & ~lone
         if bool(ambiguous.any()):
             self._handle(ambiguous, p, "canonical pose")
         rotations = signs[..., None] * vectors.transpose(1, 2)  # (G, d, d)
-        if bool(lone.any()):
-            eye = torch.eye(self.d, dtype=pos.dtype, device=pos.device)
+        if lone is not None and bool(lone.any()):
+            eye = torch.eye(d, dtype=pos.dtype, device=pos.device)
             rotations = torch.where(lone[:, None, None], eye, rotations)
+        else:
+            lone = None
         graph = torch.arange(num_graphs, device=pos.device)
         weights = torch.ones(num_graphs, dtype=pos.dtype, device=pos.device)
         elements = self._with_translation(rotations, p.centroid)
-        return RaggedPlan(elements, graph, weights, lone if bool(lone.any()) else None, num_graphs)
+        return RaggedPlan(elements, graph, weights, lone, num_graphs)
 
     # ------------------------------------------------------------------ helpers
     def _lone(self, p: RaggedPCA) -> Tensor:
@@ -346,6 +445,24 @@ class RaggedPCAFrame:
                 "exactly), method='monte_carlo', or leave single atoms out of the batch."
             )
         return lone
+
+    def _usual(self, axes: Tensor, centroid: Tensor, num_graphs: int) -> RaggedPlan:
+        """The plan of a batch where every graph has its plain frame, from ``(G, d, d)`` ``axes = Uᵀ`` (principal axes
+        as rows, descending) and ``(G, d)`` centroids: ``elements[g, s] = diag(s) [[Uᵀ, -Uᵀ c], [0, 1]]``, as one
+        product of each graph's ``[[Uᵀ, Uᵀ c], [0, 1]]`` with the cached signs of every entry."""
+        d = self.d
+        graph, weights, entries, bottom = _usual_constants(
+            num_graphs, d, self.special, self.translation, axes.device, axes.dtype
+        )
+        if self.translation:
+            shift = torch.bmm(axes, centroid[:, :, None])  # (G, d, 1): Uᵀ c, negated by the signs in entries
+            axes = torch.cat([torch.cat([axes, shift], dim=2), bottom.expand(num_graphs, 1, d + 1)], dim=1)
+        size = axes.shape[1]
+        if self.special:  # det(diag(s) Uᵀ) = det(U) for the cached s: flip the last sign where det(U) = -1
+            det = torch.linalg.det(axes[:, :d, :d].detach()).sign()
+            axes = axes * torch.nn.functional.pad(det[:, None], (d - 1, size - d), value=1.0)[:, :, None]
+        elements = axes.reshape(num_graphs, 1, size * size) * entries  # (G, S, c·c): one product, rows scaled
+        return RaggedPlan(elements.reshape(-1, size, size), graph, weights, None, num_graphs)
 
     def _signed(self, bases: Tensor) -> Tensor:
         """``S Uᵀ`` for every allowed sign matrix ``S`` and basis ``U`` ``(G, m, d, d)`` -> ``(G, m, S, d, d)``."""

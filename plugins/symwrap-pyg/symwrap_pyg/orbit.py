@@ -95,9 +95,12 @@ def run_graph_orbit(
     d, _, translation = spec
     autocast = autocast or AutocastState(call.pos.device.type)
     codes = plan.elements
-    rotation, shift = codes[:, :d, :d], codes[:, :d, d] if translation else None
+    # contiguous blocks, so that the per-node rows below are fast index_selects: gathering 9136 rows (8 copies of
+    # 1142 atoms) of the strided views of (K, c, c) costs ~0.3-0.4 ms each, by advanced indexing or index_select
+    rotation, shift = codes[:, :d, :d].contiguous(), codes[:, :d, d].contiguous() if translation else None
     inverse = group.inverse(codes)
-    back_rotation, back_shift = inverse[:, :d, :d], inverse[:, :d, d] if translation else None
+    back_rotation = inverse[:, :d, :d].contiguous()
+    back_shift = inverse[:, :d, d].contiguous() if translation else None
     if plan.fixed is not None:  # a lone centred atom: average over every rotation, whose mean matrix is 0
         keep = (~plan.fixed).index_select(0, plan.graph).to(codes.dtype)
         back_rotation = back_rotation * keep[:, None, None]
@@ -111,7 +114,9 @@ def run_graph_orbit(
         copies = call.copies(plan.graph[start:stop])
         node_rows = copies.node_copy + start
         moved = {
-            call.pos_key: _move(call.pos.index_select(0, copies.node_src), rotation[node_rows], _at(shift, node_rows))
+            call.pos_key: _move(
+                call.pos.index_select(0, copies.node_src), rotation.index_select(0, node_rows), _at(shift, node_rows)
+            )
         }
         for name in call.vectors:
             moved[name] = _moved_vector(call, name, copies, rotation, start)
@@ -132,7 +137,8 @@ def run_graph_orbit(
             value = at_least_float32(value)
             rows = torch.arange(start, stop, device=value.device) if leaf.level == "graph" else node_rows
             if leaf.kind != "invariant":
-                value = _move(value, back_rotation[rows], _at(back_shift, rows) if leaf.kind == "points" else None)
+                back = back_rotation.index_select(0, rows)
+                value = _move(value, back, _at(back_shift, rows) if leaf.kind == "points" else None)
             weight = plan.weights.index_select(0, rows).to(value.dtype).reshape(-1, *([1] * (value.ndim - 1)))
             target = plan.graph[start:stop] if leaf.level == "graph" else copies.node_src
             size = plan.num_graphs if leaf.level == "graph" else call.pos.shape[0]
@@ -171,9 +177,9 @@ def _moved_vector(call: GraphCall, name: str, copies: Copies, rotation: Tensor, 
             f"vectors to rotate with the positions, got {shape}"
         )
     if value.shape[0] == call.pos.shape[0]:
-        return _move(value.index_select(0, copies.node_src), rotation[copies.node_copy + start], None)
+        return _move(value.index_select(0, copies.node_src), rotation.index_select(0, copies.node_copy + start), None)
     if copies.edge_src is not None and copies.edge_copy is not None and value.shape[0] == call._edges():
-        return _move(value.index_select(0, copies.edge_src), rotation[copies.edge_copy + start], None)
+        return _move(value.index_select(0, copies.edge_src), rotation.index_select(0, copies.edge_copy + start), None)
     raise InputLayoutError(
         f"vectors=... names {name!r} of shape {tuple(value.shape)}, which has neither one row per node "
         f"({call.pos.shape[0]}) nor one per edge ({max(call._edges(), 0)}); only node and edge vectors can move."
