@@ -14,6 +14,10 @@ lowest and highest ratio of single rounds as its spread.
   forward. The invariance error under a 90° turn of the input is printed too: equiadapt turns images by
   interpolation (kornia), symwrap by an exact pixel permutation.
 
+glibc is told to keep freed memory for reuse (``--default-malloc`` leaves its default): a forward of 64 images of
+64×64 allocates activations of tens of MB, which glibc otherwise hands back to the OS and faults in again on every
+call, at a cost that depends on the sizes of the calls before it (the same as ``bench_suite.py``).
+
 The peers live in the ``bench`` extra (``pip install -e .[bench]``). Models are timm ``pretrained=False``.
 
     python benchmarks/bench_peers.py                      # resnet18, B = 1, 8, 64 at 64×64
@@ -36,6 +40,7 @@ from typing import Any
 import timm
 import torch
 import torch.nn.functional as F
+from bench_chunking import keep_freed_memory
 from torch import Tensor, nn
 
 import symwrap
@@ -198,11 +203,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="B = 1, 8 and 3 rounds")
     parser.add_argument("--skip", nargs="*", default=[], choices=["classification", "segmentation", "equiadapt"])
     parser.add_argument("--d4-canonicalization", action="store_true", help="also equiadapt's roto-reflection case")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's default of returning large freed blocks to the OS (page faults on every call)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
         args.batches, args.rounds = [b for b in args.batches if b <= 8], 3
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    keep = False if args.default_malloc else keep_freed_memory()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"glibc keeps freed memory: {keep}"
+    )
     results: list[dict[str, Any]] = []
     for kind in ("classification", "segmentation"):
         if kind in args.skip:
