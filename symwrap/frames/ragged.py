@@ -349,7 +349,7 @@ class RaggedPCAFrame:
         values, vectors = symmetric_eigh(covariance.to(pos.dtype), self.gap)  # ascending
         lam = values.detach()
         scale = lam[:, -1:].clamp_min(torch.finfo(lam.dtype).tiny)
-        unusual = ((lam[:, 1:] - lam[:, :-1]) < self.gap * scale).any() | (count.amin() < 2)
+        unusual = ((lam[:, 1:] - lam[:, :-1]) < self.gap * scale).any() | (count < 2).any()
         if not bool(unusual):  # the usual batch (one host sync): every graph has the same plain frame
             return self._usual(vectors.transpose(1, 2).flip(1), centroid.to(pos.dtype), num_graphs)
         p = RaggedPCA(centroid.to(pos.dtype), values.flip(-1), vectors.flip(-1), count.to(torch.int64), pos, batch)

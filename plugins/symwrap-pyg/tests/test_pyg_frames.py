@@ -124,3 +124,14 @@ def test_cuda_plan_is_the_cpu_plan(special: bool, real_molecules, big) -> None:
     ours = gpu.elements.cpu().reshape(batch.num_graphs, per_graph, -1)
     theirs = cpu.elements.reshape(batch.num_graphs, per_graph, -1)
     assert float(torch.cdist(ours, theirs).amin(dim=2).amax()) < 1e-4
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_a_batch_of_no_graphs_plans_no_copies(name: str) -> None:
+    """Zero graphs (an empty data loader shard): empty frames and poses, not an error from a reduction of nothing."""
+    special, translation = SPECS[name]
+    frame = RaggedPCAFrame(3, special=special, translation=translation)
+    pos, batch = torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)
+    size = 4 if translation else 3
+    for plan in (frame.frame(pos, batch, 0), frame.canonical(pos, batch, 0)):
+        assert plan.elements.shape == (0, size, size) and plan.graph.shape == (0,) and plan.num_graphs == 0
