@@ -13,9 +13,9 @@ out. The candidates are chunks of ``B·d`` rows for each divisor ``d`` of ``|G|`
    whose rows are larger than any measured is measured again, in its first chunk of the chosen size when that is
    predicted within half the budget (else again ``B`` rows first).
 2. **The first call of a shape runs at once**, with the fastest candidate known from other shapes of the same model,
-   or, where nothing is known yet, the largest candidate that fits the memory budget. A candidate larger than any
-   size timed so far is estimated at the cost per element of the largest timed size below it (a larger forward is
-   taken to cost no more per element, unless a larger size was timed slower).
+   or, where nothing is known yet, the largest candidate that fits the memory budget. A candidate whose size was not
+   timed yet is estimated at the cost per element of the nearest smaller size that was (a larger forward is taken to
+   cost no more per element, unless its own size was timed).
 3. **Later real calls are timed** with the tuner's clock and explore: the untried candidates next to the fastest
    known one, then further calls of the candidates within ``stop_after`` of the fastest until each has ``samples``
    timings (their median counts, so a slow spell of the machine during one call is outvoted). Then the choice of
@@ -297,17 +297,17 @@ class ChunkTuner:
     ) -> dict[int, float]:
         """Estimated seconds of the call per candidate whose forward size has timings (the median of them).
 
-        With ``extrapolate``, a candidate whose forward is larger than the largest timed one below it also gets an
-        estimate: the cost per element of the nearest timed size below (a larger forward is assumed to cost no more
-        per element than the largest one measured, as long as nothing larger says otherwise). Smaller forwards are
-        never extrapolated (they usually cost more per element)."""
+        With ``extrapolate``, a candidate whose forward size has no timings gets the cost per element of the nearest
+        smaller size that has (a larger forward is taken to cost no more per element than a smaller one, unless its
+        own size was timed). A candidate smaller than every timed size gets none (smaller forwards usually cost more
+        per element)."""
         found = {}
-        timed = sorted(b for b, times in known.costs.items() if times)
+        timed_sizes = sorted(b for b, times in known.costs.items() if times)
         for c in candidates:
             bucket = size_bucket(c * row_elements)
             times = known.costs.get(bucket)
             if not times and extrapolate:
-                below = [b for b in timed if b < bucket]
+                below = [b for b in timed_sizes if b < bucket]
                 times = known.costs[below[-1]] if below else None
             if times:
                 found[c] = statistics.median(times) * rows * row_elements
