@@ -302,7 +302,7 @@ class ChunkTuner:
         own size was timed). A candidate smaller than every timed size gets none (smaller forwards usually cost more
         per element)."""
         found = {}
-        timed_sizes = sorted(b for b, times in known.costs.items() if times)
+        timed_sizes = sorted(b for b, times in known.costs.items() if times) if extrapolate else []
         for c in candidates:
             bucket = size_bucket(c * row_elements)
             times = known.costs.get(bucket)

@@ -23,12 +23,12 @@ one element (the centring), and its equivariant outputs are averaged over the wh
 from __future__ import annotations
 
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from symwrap.caches import keep_newest
 from symwrap.errors import InputLayoutError
 from symwrap.frames.base import DEGENERATE_MODES, DegenerateFrameWarning, DegenerateInputError, all_finite
 from symwrap.frames.pca import DEFAULT_EIGEN_GAP, _sign_vectors, _tie_blocks
@@ -230,7 +230,7 @@ def _segment_moments(pos: Tensor, batch: Tensor, num_graphs: int) -> tuple[Tenso
 #: The constant parts of the usual frame plan, by ``(G, d, special, translation, device, dtype)``: the graph of each
 #: copy, its weight, the sign of every entry of every element, and the homogeneous bottom row ``[0, ..., 0, 1]``.
 #: Read-only; the last few sizes only.
-_USUAL_PLANS: OrderedDict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = OrderedDict()
+_USUAL_PLANS: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 _USUAL_PLANS_KEPT = 8
 
 
@@ -244,8 +244,7 @@ def _usual_constants(
     key = (num_graphs, d, special, translation, device, dtype)
     found = None if caches_off() else _USUAL_PLANS.get(key)
     if found is not None:
-        _USUAL_PLANS.move_to_end(key)
-        return found
+        return keep_newest(_USUAL_PLANS, key, found, _USUAL_PLANS_KEPT)  # the newest again: kept longest
     if special:
         free = _sign_vectors(d, d - 1, device, dtype)
         signs = torch.cat([free, free.prod(dim=1, keepdim=True)], dim=1)
@@ -264,9 +263,7 @@ def _usual_constants(
     bottom[0, 0, d] = 1.0
     found = (graph, weights, entries, bottom)
     if not caches_off():
-        _USUAL_PLANS[key] = found
-        while len(_USUAL_PLANS) > _USUAL_PLANS_KEPT:
-            _USUAL_PLANS.popitem(last=False)
+        keep_newest(_USUAL_PLANS, key, found, _USUAL_PLANS_KEPT)
     return found
 
 
