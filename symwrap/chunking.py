@@ -18,7 +18,9 @@ out. The candidates are chunks of ``B·d`` rows for each divisor ``d`` of ``|G|`
    cost no more per element, unless its own size was timed).
 3. **Later real calls are timed** with the tuner's clock and explore: the untried candidates next to the fastest
    known one, then further calls of the candidates within ``stop_after`` of the fastest until each has ``samples``
-   timings (their median counts, so a slow spell of the machine during one call is outvoted). Then the choice of
+   timings, and of every other tried candidate until it has two. The fastest of a candidate's timings counts:
+   noise on a busy machine only ever adds time, and the first forwards of a new size (and of a new model) pay
+   warm-ups that later calls do not, so one slow first timing never rules a candidate out. Then the choice of
    that shape is final: a dict lookup, and the whole orbit in one chunk takes the fast path
    (:mod:`symwrap.fast_path`). A model explores at most ``max_explorations`` calls in all.
 4. **What is learned is shared between shapes.** Timings are kept as seconds per input element for forwards of a
@@ -28,14 +30,14 @@ out. The candidates are chunks of ``B·d`` rows for each divisor ``d`` of ``|G|`
 
 Deterministic given its clock: ``ChunkTuner(clock=...)`` takes any ``() -> seconds`` function, and ``clock=None``
 never times (the memory-fitting largest candidate is final at once). The choice is the whole orbit in one forward
-when its estimate is within ``tolerance`` (3 %) and 0.5 ms of the fastest (such calls skip the chunk loop), else the
-smallest candidate within ``tolerance`` (a larger chunk needs more memory).
+when its estimate is within ``tolerance`` (3 %) and 0.5 ms of the fastest, or within 0.1 ms of it (its settled calls
+skip the chunk loop and take the fast path, which its timed calls did not), else the smallest candidate within
+``tolerance`` (a larger chunk needs more memory).
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -126,7 +128,7 @@ class ChunkTuner:
         max_rows: Never choose more rows than this in one forward (``None``: no limit).
         tolerance: Choose the smallest candidate whose estimate is within this fraction of the fastest.
         stop_after: Candidates more than this fraction slower than the fastest are not timed again.
-        samples: Timings each close candidate gets before the choice is final (their median counts).
+        samples: Timings each close candidate gets before the choice is final (the fastest of them counts).
         keep: Timings kept per size bucket (the most recent).
         max_explorations: Timed calls one model layout may spend exploring.
         max_entries: Shapes whose choice is kept (least recently used dropped first); the same bound holds for layouts.
@@ -295,7 +297,7 @@ class ChunkTuner:
     def estimates(
         self, known: LayoutKnowledge, candidates: list[int], rows: int, row_elements: int, extrapolate: bool = False
     ) -> dict[int, float]:
-        """Estimated seconds of the call per candidate whose forward size has timings (the median of them).
+        """Estimated seconds of the call per candidate whose forward size has timings (the fastest of them).
 
         With ``extrapolate``, a candidate whose forward size has no timings gets the cost per element of the nearest
         smaller size that has (a larger forward is taken to cost no more per element than a smaller one, unless its
@@ -310,7 +312,7 @@ class ChunkTuner:
                 below = [b for b in timed_sizes if b < bucket]
                 times = known.costs[below[-1]] if below else None
             if times:
-                found[c] = statistics.median(times) * rows * row_elements
+                found[c] = min(times) * rows * row_elements
         return found
 
     def _choose(
@@ -338,15 +340,19 @@ class ChunkTuner:
             untried = [candidates[j] for j in (i + 1, i - 1) if 0 <= j < len(candidates)]
             untried = [c for c in untried if c not in estimates]  # untried neighbours of the fastest (larger first)
             fastest = min(estimates.values())
-            close = [c for c, s in estimates.items() if s <= fastest * (1 + self.stop_after)]
-            counts = {c: len(known.costs[size_bucket(c * row_elements)]) for c in close}
-            short = [c for c in close if counts[c] < self.samples]
+            counts = {c: len(known.costs[size_bucket(c * row_elements)]) for c in estimates}
+            # close candidates get `samples` timings; any other one a second (its first may have been a warm-up)
+            needed = {
+                c: self.samples if s <= fastest * (1 + self.stop_after) else min(2, self.samples)
+                for c, s in estimates.items()
+            }
+            short = [c for c in estimates if counts[c] < needed[c]]
             if (untried or short) and not timed:  # a shape's first call: the best guess, larger forwards extrapolated
                 guess = self.estimates(known, candidates, rows, row_elements, extrapolate=True)
                 return Decision(pick_chunk(guess, self.tolerance, whole=rows))
             if untried:
                 return Decision(untried[0], timed=True)
-            if short:  # close candidates with too few timings: the least timed next, in turn (rounds interleave)
+            if short:  # candidates with too few timings: the least timed next, in turn (rounds interleave)
                 turn = self._rounds.get(key, 0)
                 self._rounds[key] = turn + 1
                 fewest = min(counts[c] for c in short)
@@ -358,17 +364,24 @@ class ChunkTuner:
 
 
 def pick_chunk(
-    estimates: dict[int, float], tolerance: float = 0.03, whole: int | None = None, whole_bonus_s: float = 5e-4
+    estimates: dict[int, float],
+    tolerance: float = 0.03,
+    whole: int | None = None,
+    whole_bonus_s: float = 5e-4,
+    fast_path_s: float = 1e-4,
 ) -> int:
     """The chunk size to use: ``whole`` (all rows in one forward) when its estimate is within ``tolerance`` of the
-    fastest and at most ``whole_bonus_s`` slower, else the smallest chunk size within ``tolerance`` of the fastest.
+    fastest and at most ``whole_bonus_s`` slower, or at most ``fast_path_s`` slower; else the smallest chunk size
+    within ``tolerance`` of the fastest.
 
-    The whole orbit in one chunk wins such a near-tie because its calls skip the per-chunk loop and take the fast
-    path (:mod:`symwrap.fast_path`), a saving of about 0.1–0.3 ms per call; on a large model that saving is far below
-    the timing noise, so there the measured fastest counts.
+    The whole orbit in one chunk wins such a near-tie because its settled calls skip the per-chunk loop and take the
+    fast path (:mod:`symwrap.fast_path`), a saving of about 0.1–0.3 ms per call that its timed (exploring) calls did
+    not have; on a large model that saving is far below the timing noise, so there the measured fastest counts.
     """
     fastest = min(estimates.values())
     near = [c for c, seconds in estimates.items() if seconds <= fastest * (1 + tolerance)]
-    if whole in near and estimates[whole] <= fastest + whole_bonus_s:
+    if whole in estimates and (
+        estimates[whole] <= fastest + fast_path_s or (whole in near and estimates[whole] <= fastest + whole_bonus_s)
+    ):
         return whole
     return min(near)
