@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from symwrap.adapters.base import Adapter, BoundCall
-from symwrap.autocast import AutocastState, as_dtype, autocast_enabled
+from symwrap.autocast import AutocastState, as_dtype
 from symwrap.methods.base import Method, Plan
 from symwrap.reduce import combine_reweighed, reduce_whole_orbit
 
@@ -80,16 +80,21 @@ class FastPath:
             clouds and sets, canonicalization): ``x -> plan``, called every call; ``plan`` is then only the layout's
             ``(B, k)``, and ``move(x, flat elements (B·k, ...))`` makes the copies instead of ``gather``.
         move: See ``planner``.
+        lean: For a method with :meth:`Method.lean_copies` (one copy per input, weight 1): ``x -> copies (B, ...)``,
+            called instead of ``planner`` and ``move`` (``plan`` is then the layout's static one-copy plan); when it
+            returns ``None`` the call plans with ``planner`` instead.
     """
 
     __slots__ = (
         "adapter",
+        "autocast_type",
         "batch",
         "call",
         "class_dim",
         "copies",
         "dtype",
         "gather",
+        "lean",
         "method",
         "model",
         "move",
@@ -112,13 +117,16 @@ class FastPath:
         features: tuple[BoundCall, Adapter, Tensor] | None = None,
         planner: Callable[[Tensor], Plan] | None = None,
         move: Callable[[Tensor, Tensor], Tensor] | None = None,
+        lean: Callable[[Tensor], Tensor | None] | None = None,
     ) -> None:
         self.model, self.gather, self.plan, self.method = model, gather, plan, method
-        self.planner, self.move = planner, move
+        self.planner, self.move, self.lean = planner, move, lean
         self.reduce, self.class_dim, self.dtype = reduce, class_dim, dtype
         self.batch, self.copies = plan.weights.shape
         self.weights = plan.weights.to(dtype).unsqueeze(1)  # (B, 1, k): the weighted sum as a batched matmul
         self.call, self.adapter, self.src = features if features is not None else (None, None, None)
+        device_type = plan.weights.device.type  # the layout's device (the plan is made on it)
+        self.autocast_type = device_type if torch.amp.is_autocast_available(device_type) else None
 
     def __call__(self, x: Tensor) -> Any:
         """The symmetrized output for ``x`` ``(B, ...)``, or :data:`UNFINISHED`, or :class:`Replanned`.
@@ -126,7 +134,7 @@ class FastPath:
         Under ``torch.autocast`` it keeps the general path's precision policy (:mod:`symwrap.autocast`): the plan,
         the copies and the reduction in float32, the base model's forward in the caller's autocast.
         """
-        if autocast_enabled(x.device):
+        if self.autocast_type is not None and torch.is_autocast_enabled(self.autocast_type):
             full = AutocastState.capture(x.device).full_precision
             with full():
                 moved = self._copies(x)
@@ -152,6 +160,10 @@ class FastPath:
         if self.planner is None:
             assert self.gather is not None
             return self.plan, self.gather(x)
+        if self.lean is not None:
+            rows = self.lean(x)
+            if rows is not None:
+                return self.plan, rows
         plan = self.planner(x)
         if plan.weights.shape != self.plan.weights.shape:
             return Replanned(plan)

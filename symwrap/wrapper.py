@@ -286,27 +286,31 @@ class SymmetrizedModel(nn.Module):
 
     def _symmetrized(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """:meth:`forward` of a symmetrizing call: the fast path when it applies, else the general one."""
-        result = self.adapter.run_symmetrized(self, args, kwargs)  # ragged graph batches run their own orbit
-        if result is not NotImplemented:
-            return result
+        adapter = self.adapter
+        if type(adapter).run_symmetrized is not Adapter.run_symmetrized:  # ragged graph batches run their own orbit
+            result = adapter.run_symmetrized(self, args, kwargs)
+            if result is not NotImplemented:
+                return result
         if torch.compiler.is_compiling():
             if torch.compiler.is_exporting():  # recorded: no cache, static plans only (symwrap.export)
                 return recorded_call(self, args, kwargs)
             # A traced call keeps the general path (and guards on no cache), outside the try below: dynamo cannot
             # resume after a graph break (the chunk tuner's eager measurement) inside a try block.
             return self._general_call(args, kwargs)
-        if torch.jit.is_tracing() or any(map(is_placeholder, args)) or any(map(is_placeholder, kwargs.values())):
+        if torch.jit.is_tracing():
             return recorded_call(self, args, kwargs)
         fast_paths = self.engine.fast_paths
-        key = fast_path_key(args, kwargs) if fast_paths else None
-        if key is not None and args[0].shape[0] == 0:
-            key = None  # an empty batch: the general path answers it like the plain model
-        if key is not None:
-            result = self._fast_call(fast_paths, key, args[0])
+        if fast_paths and len(args) == 1 and not kwargs and type(args[0]) is Tensor:  # a plain tensor: no placeholder
+            x = args[0]
+            # an empty batch keeps the general path, which answers it like the plain model
+            fast = fast_paths.get((x.shape, x.dtype, x.device)) if x.shape[0] else None
+            result = self._fast_call(fast_paths, fast, x) if fast is not None else UNFINISHED
             if type(result) is Replanned:  # a plan with another number of copies: the general path, with that plan
                 return self._general_call(args, kwargs, result.plan)
             if result is not UNFINISHED:
                 return result
+        elif any(map(is_placeholder, args)) or any(map(is_placeholder, kwargs.values())):
+            return recorded_call(self, args, kwargs)
         try:
             return self._general_call(args, kwargs)
         except RuntimeError as error:  # torch's own message for a device mismatch comes from deep in the model
@@ -362,11 +366,9 @@ class SymmetrizedModel(nn.Module):
                 )
         return None
 
-    def _fast_call(self, fast_paths: dict[FastPathKey, FastPath | None], key: FastPathKey, x: Tensor) -> Any:
-        """The steady-state call for ``x`` (:mod:`symwrap.fast_path`), or ``UNFINISHED`` (take the general path)."""
-        fast = fast_paths.get(key)
-        if fast is None:
-            return UNFINISHED
+    def _fast_call(self, fast_paths: dict[FastPathKey, FastPath | None], fast: FastPath, x: Tensor) -> Any:
+        """The steady-state call for ``x`` by ``fast``, its layout's fast path (:mod:`symwrap.fast_path`), or
+        ``UNFINISHED`` (take the general path)."""
         try:
             result = fast(x)
         except Exception as error:
@@ -374,8 +376,8 @@ class SymmetrizedModel(nn.Module):
                 raise
             fast_paths.clear()  # the general path backs off to smaller chunks
             return UNFINISHED
-        if result is UNFINISHED:
-            fast_paths[key] = None  # the model's output changed type: this layout keeps the general path
+        if result is UNFINISHED:  # the model's output changed type: this layout keeps the general path
+            fast_paths[(x.shape, x.dtype, x.device)] = None
         return result
 
     def _learn_fast_path(
@@ -413,8 +415,19 @@ class SymmetrizedModel(nn.Module):
                 def move(x: Tensor, flat: Tensor) -> Tensor:
                     return action.apply(x, src, flat, group)
 
+                lean = method.lean_copies(call.acted[0], group, action) if batch > 0 else None
                 fast = FastPath(
-                    call.model, None, plan, None, config.reduce, config.class_dim, result.dtype, None, planner, move
+                    call.model,
+                    None,
+                    plan,
+                    None,
+                    config.reduce,
+                    config.class_dim,
+                    result.dtype,
+                    None,
+                    planner,
+                    move,
+                    lean,
                 )
             else:
                 gather = action.row_gather(call.acted[0], src, plan.flat_elements(), group)

@@ -392,6 +392,32 @@ def test_a_learned_canonicalizer_trains_off_the_fast_path_and_infers_on_it() -> 
         assert_close(wrapped(torch.rot90(x, 1, (-2, -1))), expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("group", ["rot90", "flip", "d4"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_a_learned_canonicalizer_moves_by_table_on_the_fast_path_with_the_general_result(group: str, batch: int) -> None:
+    fast, general = _fast_and_general(lambda: symwrap.wrap(SmallCNN(8), group, "canonicalization"))
+    torch.manual_seed(6)
+    x = torch.randn(batch, 3, 8, 8)
+    with torch.no_grad():
+        fast(x)
+        general(x)
+        assert fast_path_of(fast, x).lean is not None
+        for value in (x, torch.rot90(x, 1, (-2, -1)), x.flip(-1), torch.randn(batch, 3, 8, 8)):
+            assert_close(fast(value), general(value), rtol=0, atol=0)
+
+
+def test_a_lean_move_gives_way_when_only_the_method_is_switched_to_training() -> None:
+    torch.manual_seed(0)
+    wrapped = symwrap.wrap(SmallCNN(8), "d4", "canonicalization").eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        wrapped(x)
+    assert fast_path_of(wrapped, x).lean is not None
+    wrapped.method.train()  # not through wrapped.train(): the fast path is kept, its lean move must not apply
+    wrapped(x).square().sum().backward()  # all |G| copies with straight-through weights, planned afresh
+    assert all(p.grad is not None for p in wrapped.method.canonicalizer.parameters())
+
+
 def test_under_autocast_a_planned_fast_path_keeps_the_precision_policy() -> None:
     fast, general = _fast_and_general(lambda: symwrap.wrap(PointMLP(), "o3", "canonicalization"))
     x = _clouds(3)

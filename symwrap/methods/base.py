@@ -178,6 +178,14 @@ class Method(nn.Module):
         path (:mod:`symwrap.fast_path`) and skip the rest of the engine's bookkeeping. Default ``False``."""
         return False
 
+    def lean_copies(self, x: Tensor, group: Group, action: Any) -> Callable[[Tensor], Tensor | None] | None:
+        """For a method whose plan is one copy per input with weight 1, made from the input's values alone
+        (canonicalization at inference): a function ``x (B, ...) -> copies (B, ...)`` for inputs of ``x``'s layout
+        that gives exactly ``action.apply(x, arange(B), plan(x, group).flat_elements(), group)`` with fewer steps (the
+        fast path's move, :mod:`symwrap.fast_path`); the function returns ``None`` when it no longer applies (the
+        method switched to training). Default ``None``: the fast path plans and moves as the general path does."""
+        return None
+
     def plan_for_call(self, call: BoundCall, group: Group) -> Plan:
         """The plan for one bound model call (what the wrapper asks for).
 

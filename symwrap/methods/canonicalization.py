@@ -26,6 +26,7 @@ Canonicalizers (``canonicalizer=``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from symwrap.actions.image import ImageAction
 from symwrap.adapters.base import BoundCall
 from symwrap.canonicalizers.analytic import shift_canonical
 from symwrap.canonicalizers.centroid import centroid_canonical, is_signed_permutation_group, shift1d_canonical
@@ -48,6 +50,7 @@ from symwrap.groups.matrix import MatrixGroup, OrthogonalGroup, cyclic, dihedral
 from symwrap.groups.signals import CircularShift1d
 from symwrap.methods.base import Method, Plan
 from symwrap.methods.frame_averaging import _check_common
+from symwrap.tracing import caches_off
 
 __all__ = ["Canonicalization", "CanonicalizationOptions"]
 
@@ -264,6 +267,33 @@ class Canonicalization(Method):
         best = scores.argmax(dim=1)
         return Plan(elements.index_select(0, best)[:, None], frame_weights(batch, 1, torch.float32, x.device))
 
+    def lean_copies(self, x: Tensor, group: Group, action: Any) -> Callable[[Tensor], Tensor | None] | None:
+        """The learned canonicalizer's move at inference as a table lookup: the flat source index of every value of
+        an image moved by each scored element is made once per input layout, so a call is the scores, their argmax
+        and one ``index_select`` of the input (the general path moves the input by the chosen elements, whose values
+        it must first recognise). Exact image groups and :class:`~symwrap.actions.image.ImageAction` only."""
+        if self._kind(group) != "learned" or self.canonicalizer is None or self.training or caches_off():
+            return None
+        scoring = self._scoring_group(group)
+        if type(action) is not ImageAction or not (scoring.exact and scoring.is_finite) or x.ndim != 4:
+            return None
+        elements = scoring.elements_on(x.device)
+        orbit = _orbit_source_index(x, scoring, elements, action)  # (|G|, C·H·W)
+        if orbit is None:
+            return None
+        batch, shape = x.shape[0], x.shape
+        offsets = torch.arange(batch, device=x.device)[:, None] * x[0].numel()
+
+        def copies(x: Tensor) -> Tensor | None:
+            canonicalizer = self.canonicalizer
+            if self.training or canonicalizer is None:
+                return None
+            best = canonicalizer(x, scoring, elements).argmax(dim=1)  # (B,): the plan's canonical elements
+            index = (orbit.index_select(0, best) + offsets).view(-1)
+            return x.reshape(-1).index_select(0, index).view(shape)
+
+        return copies
+
     # ------------------------------------------------------------------ prior (Mondal et al. 2023)
     def scores(self, x: Tensor, group: Group | None = None) -> Tensor:
         """The learned canonicalizer's scores ``(B, |G|)`` of images ``x``; column 0 is the identity."""
@@ -289,3 +319,19 @@ class Canonicalization(Method):
     def identity_rate(self, x: Tensor, group: Group | None = None) -> float:
         """Fraction of ``x`` whose canonical element is the identity (1.0 on upright data after training)."""
         return float((self.scores(x, group).argmax(dim=1) == 0).float().mean())
+
+
+def _orbit_source_index(x: Tensor, group: Group, elements: Tensor, action: ImageAction) -> Tensor | None:
+    """``(|G|, C·H·W)``: row ``j`` is the flat source index (within one image of ``x``'s shape) of every value of the
+    image moved by ``elements[j]``, found by moving an image of its own indices with ``action``; ``None`` unless each
+    row is a permutation (an exact gather, which moves any data the same way)."""
+    per_image = x[0].numel()
+    probe = torch.arange(per_image, dtype=torch.float64, device=x.device).reshape(1, *x.shape[1:])
+    src = torch.zeros(elements.shape[0], dtype=torch.long, device=x.device)
+    moved = action.apply(probe, src, elements, group).reshape(elements.shape[0], -1)
+    index = moved.round().long()
+    if not torch.equal(index.to(moved.dtype), moved):
+        return None
+    if not torch.equal(index.sort(dim=1).values, torch.arange(per_image, device=x.device).expand_as(index)):
+        return None
+    return index
