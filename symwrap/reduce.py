@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from symwrap.autocast import float32_or_64
+from symwrap.autocast import as_dtype, float32_or_64
 from symwrap.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def reduce_whole_orbit(
     out = []
     for leaf in leaves:
         y = _in_space(leaf, space, class_dim)
-        w = weights.to(y.dtype)
+        w = as_dtype(weights, y.dtype)
         if space == "log_probs":
             y = y.reshape(batch, copies, *y.shape[1:])
             out.append(torch.logsumexp(y + torch.log(w.reshape(batch, copies, *([1] * (y.ndim - 2)))), dim=1))

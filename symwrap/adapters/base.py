@@ -61,6 +61,10 @@ class BoundCall:
         self.batch_size = self.acted[0].shape[0]  # no int(): a symbolic size stays symbolic while recording
         # The caller's autocast: the model's forwards run under it, symwrap's own arithmetic in float32.
         self.autocast = AutocastState.capture(self.acted[0].device)
+        # model(x) with one acted tensor and nothing else, no autocast: a forward is model(rows) (see call)
+        self._plain = (
+            locations == [("arg", 0)] and len(self.args) == 1 and not self.kwargs and self.autocast.dtype is None
+        )
 
     def _get(self, loc: tuple) -> Any:
         return self.args[loc[1]] if loc[0] == "arg" else self.kwargs[loc[1]]
@@ -72,6 +76,8 @@ class BoundCall:
         ``expand`` (no copy), otherwise its rows are gathered with ``index_select``. The forward runs under the
         autocast the caller had on when the call was bound (:attr:`autocast`).
         """
+        if self._plain and type(self) is BoundCall:  # what arguments() and model_precision() come to: ~10 µs less
+            return self.model(acted_rows[0])
         args, kwargs = self.arguments(acted_rows, src)
         with self.autocast.model_precision():
             return self.model(*args, **kwargs)
