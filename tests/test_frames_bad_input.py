@@ -113,3 +113,12 @@ def test_invalid_frame_options_name_the_field() -> None:
         symwrap.wrap(PointNet(), "o3", "frame_averaging", gap=2.0)
     with pytest.raises(ConfigError, match=r"invalid option 'sort_by': feature index 7 is out of range"):
         symwrap.wrap(SetMLP(), "perm", "frame_averaging", sort_by=[7])(torch.randn(2, 6, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_all_finite_holds_for_the_largest_finite_values_of_both_signs(dtype: torch.dtype) -> None:
+    biggest = torch.finfo(dtype).max
+    x = torch.tensor([[[-biggest, 0.0, biggest]]], dtype=dtype)  # their difference overflows, they do not
+    assert all_finite(x) is True
+    x[0, 0, 1] = float("inf")
+    assert all_finite(x) is False

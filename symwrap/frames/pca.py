@@ -20,8 +20,8 @@ of that eigenspace are not determined (exactly equal) or are dominated by roundi
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -39,23 +39,33 @@ __all__ = ["DEFAULT_EIGEN_GAP", "PCA", "PCAFrame", "analysis_dtype", "pca"]
 DEFAULT_EIGEN_GAP = 1e-3
 
 
-@dataclass
 class PCA:
-    """Batched principal axes of point clouds.
+    """Batched principal axes of point clouds (what :func:`pca` returns).
 
     Attributes:
-        centroid: ``(B, d)`` mean of the (real) points.
         eigenvalues: ``(B, d)`` covariance eigenvalues of the cloud scaled to unit size (``centred``), descending.
         eigenvectors: ``(B, d, d)``; column ``i`` belongs to ``eigenvalues[:, i]``.
         centred: ``(B, N, d)`` points minus the centroid, divided by ``scale``, zero at padding.
-        scale: ``(B,)`` largest norm of a centred point (1 for a cloud that is a single point).
+        centroid: ``(B, d)`` mean of the (real) points (computed when read).
+        scale: ``(B,)`` largest norm of a centred point (computed when read; tiny for a cloud that is a single point).
     """
 
-    centroid: Tensor
-    eigenvalues: Tensor
-    eigenvectors: Tensor
-    centred: Tensor
-    scale: Tensor
+    __slots__ = ("_centroid", "_size", "_spread", "centred", "eigenvalues", "eigenvectors")
+
+    def __init__(
+        self, centroid: Tensor, size: Tensor, spread: Tensor, eigenvalues: Tensor, eigenvectors: Tensor, centred: Tensor
+    ) -> None:
+        # centroid (B, 1, d) of the cloud divided by size (B, 1, 1); spread (B, 1, 1) in the same units
+        self._centroid, self._size, self._spread = centroid, size, spread
+        self.eigenvalues, self.eigenvectors, self.centred = eigenvalues, eigenvectors, centred
+
+    @property
+    def centroid(self) -> Tensor:
+        return (self._centroid * self._size).flatten(1)
+
+    @property
+    def scale(self) -> Tensor:
+        return (self._spread * self._size).flatten()
 
     def relative_gaps(self) -> Tensor:
         """``(B, d-1)`` gaps ``(λᵢ - λᵢ₊₁) / λ₁`` (0 when every eigenvalue is 0)."""
@@ -75,9 +85,10 @@ def analysis_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _unit(values: Tensor, dims: tuple[int, ...]) -> Tensor:
-    """Per-cloud positive scale of ``values`` over ``dims`` (largest absolute value; 1 where all are 0)."""
-    scale = values.abs().amax(dim=dims)
-    return torch.where(scale > 0, scale, torch.ones_like(scale))
+    """Per-cloud positive scale of ``values`` over ``dims``, kept as size-1 axes: the largest absolute value (the
+    smallest normal float where all are 0, which leaves them 0)."""
+    scale = torch.linalg.vector_norm(values, ord=math.inf, dim=dims, keepdim=True)
+    return scale.clamp_min(torch.finfo(scale.dtype).tiny)
 
 
 def pca(x: Tensor, mask: Tensor | None = None) -> PCA:
@@ -87,29 +98,28 @@ def pca(x: Tensor, mask: Tensor | None = None) -> PCA:
     centred point before the covariance, so no square overflows or vanishes at any scale float32 can hold.
 
     Args:
-        x: ``(B, N, d)`` point clouds.
+        x: ``(B, N, d)`` point clouds (finite).
         mask: ``(B, N)`` bool, ``True`` for real points (padding is ignored), or ``None``.
     """
     x = as_dtype(x, analysis_dtype(x.dtype))
     weight = None if mask is None else mask.to(x.dtype)
     if mask is not None:  # padding (possibly huge or non-finite garbage) takes no part in any scale
         x = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
-    size = _unit(x, (1, 2))  # (B,)
-    unit = x / size[:, None, None]
+    size = _unit(x, (1, 2))  # (B, 1, 1)
+    unit = x / size
     if weight is None:
         count: Tensor | float = float(x.shape[1])  # every cloud has N points: a Python divisor
-        centroid = unit.mean(dim=1)
-        centred = unit - centroid[:, None]
+        centroid = unit.mean(dim=1, keepdim=True)  # (B, 1, d)
+        centred = unit - centroid
     else:
         count = weight.sum(dim=1).clamp_min(1)[:, None, None]  # (B, 1, 1)
-        centroid = unit.sum(dim=1) / count[:, :, 0]
-        centred = (unit - centroid[:, None]) * weight[..., None]
-    spread = centred.norm(dim=-1).amax(dim=1)  # (B,): largest norm of a centred point
-    spread = torch.where(spread > 0, spread, torch.ones_like(spread))
-    centred = centred / spread[:, None, None]
+        centroid = unit.sum(dim=1, keepdim=True) / count
+        centred = (unit - centroid) * weight[..., None]
+    spread = _unit(torch.linalg.vector_norm(centred, dim=-1, keepdim=True), (1,))  # (B, 1, 1): largest point norm
+    centred = centred / spread
     cov = centred.transpose(1, 2) @ centred / count
     values, vectors = torch.linalg.eigh(cov)  # ascending
-    return PCA(centroid * size[:, None], values.flip(-1), vectors.flip(-1), centred, spread * size)
+    return PCA(centroid, size, spread, values.flip(-1), vectors.flip(-1), centred)
 
 
 _FRAME_ADVICE = "; use method='canonicalization' (one pose per cloud) or 'monte_carlo' for high-dimensional clouds"
