@@ -190,9 +190,9 @@ def _take_copy(y: Tensor, selected: Tensor, copies: int) -> Tensor:
     """Rows ``(B·k, ...)`` -> the selected copy of each input ``(B, ...)``: what a one-hot weighted mean equals
     (exactly, in every space: the log of a one-term sum is the term) when every copy is finite."""
     batch = selected.shape[0]
-    per_copy = y.reshape(batch, copies, -1)
-    index = selected.reshape(batch, 1, 1).expand(batch, 1, per_copy.shape[-1])
-    return per_copy.gather(1, index).reshape(batch, *y.shape[1:])
+    if batch == 1:  # row b·k + j of input 0 is row j: one index_select
+        return y.index_select(0, selected)
+    return y.index_select(0, selected + torch.arange(0, batch * copies, copies, device=selected.device))
 
 
 def finish(y: Tensor, space: str, class_dim: int) -> Tensor:
