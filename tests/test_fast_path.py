@@ -394,7 +394,7 @@ def test_a_learned_canonicalizer_trains_off_the_fast_path_and_infers_on_it() -> 
 
 @pytest.mark.parametrize("group", ["rot90", "flip", "d4"])
 @pytest.mark.parametrize("batch", [1, 5])
-def test_a_learned_canonicalizer_moves_by_table_on_the_fast_path_with_the_general_result(group: str, batch: int) -> None:
+def test_a_learned_canonicalizer_moves_by_table_on_the_fast_path_as_the_general_path(group: str, batch: int) -> None:
     fast, general = _fast_and_general(lambda: symwrap.wrap(SmallCNN(8), group, "canonicalization"))
     torch.manual_seed(6)
     x = torch.randn(batch, 3, 8, 8)
