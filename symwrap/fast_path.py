@@ -83,6 +83,8 @@ class FastPath:
         lean: For a method with :meth:`Method.lean_copies` (one copy per input, weight 1): ``x -> copies (B, ...)``,
             called instead of ``planner`` and ``move`` (``plan`` is then the layout's static one-copy plan); when it
             returns ``None`` the call plans with ``planner`` instead.
+        lean_forward: For a method with :meth:`Method.lean_forward`: ``rows (B·k, ...) -> output (B, ...)`` (or
+            ``None`` for another output type), called instead of the forward, reweighing and sum outside autocast.
     """
 
     __slots__ = (
@@ -95,6 +97,7 @@ class FastPath:
         "dtype",
         "gather",
         "lean",
+        "lean_forward",
         "method",
         "model",
         "move",
@@ -118,9 +121,10 @@ class FastPath:
         planner: Callable[[Tensor], Plan] | None = None,
         move: Callable[[Tensor, Tensor], Tensor] | None = None,
         lean: Callable[[Tensor], Tensor | None] | None = None,
+        lean_forward: Callable[[Tensor], Tensor | None] | None = None,
     ) -> None:
         self.model, self.gather, self.plan, self.method = model, gather, plan, method
-        self.planner, self.move, self.lean = planner, move, lean
+        self.planner, self.move, self.lean, self.lean_forward = planner, move, lean, lean_forward
         self.reduce, self.class_dim, self.dtype = reduce, class_dim, dtype
         self.batch, self.copies = plan.weights.shape
         self.weights = plan.weights.to(dtype).unsqueeze(1)  # (B, 1, k): the weighted sum as a batched matmul
@@ -150,6 +154,9 @@ class FastPath:
         if type(moved) is Replanned:
             return moved
         plan, rows = moved
+        if self.lean_forward is not None and plan is self.plan:
+            result = self.lean_forward(rows)
+            return UNFINISHED if result is None else result
         features, y = self._forward(rows)
         if type(y) is not Tensor:
             return UNFINISHED

@@ -432,12 +432,21 @@ class SymmetrizedModel(nn.Module):
             else:
                 gather = action.row_gather(call.acted[0], src, plan.flat_elements(), group)
                 reweighing = method if method.reweighs else None
-                features = None
+                features, lean_forward = None, None
                 if method.needs_features:  # the call's acted argument is always replaced: drop the input it holds
                     call.args, call.acted = [None], []
                     features = (call, self.adapter, src)
+                    lean_forward = method.lean_forward(call, self.adapter, src, plan, config.reduce)
                 fast = FastPath(
-                    call.model, gather, plan, reweighing, config.reduce, config.class_dim, result.dtype, features
+                    call.model,
+                    gather,
+                    plan,
+                    reweighing,
+                    config.reduce,
+                    config.class_dim,
+                    result.dtype,
+                    features,
+                    lean_forward=lean_forward,
                 )
         if fast is None and not self.engine.settled(call, group, plan):
             return  # chunk_size="auto" is still choosing for this shape: decide after a later call

@@ -144,6 +144,54 @@ def test_lambda_net_gradients_match_on_the_fast_path(use_feature_model: bool) ->
         assert_close(got, expected, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("positive", ["softplus", "exp"])
+@pytest.mark.parametrize(
+    ("group", "group_options", "size"),
+    [("d4", {}, 8), ("shift", {"stride": 2}, 6)],  # 8 copies (a power of two: no prior multiply), and 9 copies
+    ids=["d4", "shift-9"],
+)
+def test_a_trained_lambda_net_gives_the_general_result_exactly_on_its_lean_fast_call(
+    group: str, group_options: dict, size: int, positive: str
+) -> None:
+    model = SmallCNN(size).eval()
+    x = torch.randn(3, 3, size, size)
+    wrapped = symwrap.wrap(
+        model,
+        group,
+        "lambda_equitune",
+        chunk_size=None,
+        group_options=group_options,
+        features="features",
+        positive=positive,
+        example_input=x[:1],
+    ).eval()
+    with torch.no_grad():
+        for p in wrapped.method.lambda_net.parameters():  # a λ that differs from copy to copy
+            p.add_(0.5 * torch.randn_like(p))
+        wrapped.engine.use_fast_path = False
+        general = wrapped(x)
+        wrapped.engine.use_fast_path = True
+        wrapped(x)  # learns the fast path
+        assert fast_path_of(wrapped, x).lean_forward is not None
+        fast = wrapped(x)
+        moved = wrapped(torch.roll(x, (2, 4), dims=(-2, -1)) if group == "shift" else torch.rot90(x, 1, (-2, -1)))
+    assert_close(fast, general, rtol=0, atol=0)
+    assert_close(moved, general, rtol=1e-5, atol=1e-5)  # and exactly invariant, up to float rounding
+
+
+def test_the_lean_lambda_call_names_a_feature_width_the_lambda_net_was_not_built_for() -> None:
+    model = SmallCNN(8).eval()
+    x = torch.randn(2, 3, 8, 8)
+    wrapped = symwrap.wrap(model, "d4", "lambda_equitune", chunk_size=None, features="features").eval()
+    with torch.no_grad():
+        wrapped(x)
+        assert fast_path_of(wrapped, x).lean_forward is not None
+        model.features[2] = nn.Conv2d(8, 4, 3, stride=2, padding=1)  # the features are now 4 channels wide, not 8
+        model.head = nn.Linear(4 * 16, 5)
+        with pytest.raises(symwrap.IncompatibleModelError, match="built for 8 features but the model gave 4"):
+            wrapped(x)
+
+
 class EquivariantNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()

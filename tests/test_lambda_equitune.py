@@ -44,10 +44,12 @@ def _reweighings(wrapped: symwrap.SymmetrizedModel, x: torch.Tensor) -> list[tup
         return result
 
     wrapped.method.reweigh = spy
+    wrapped.engine.use_fast_path = False  # the general path: the fast one's lean call computes the weights inline
     try:
         wrapped(x)
     finally:
         del wrapped.method.reweigh
+        wrapped.engine.use_fast_path = True
     return calls
 
 

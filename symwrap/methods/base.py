@@ -186,6 +186,17 @@ class Method(nn.Module):
         method switched to training). Default ``None``: the fast path plans and moves as the general path does."""
         return None
 
+    def lean_forward(
+        self, call: Any, adapter: Any, src: Tensor, plan: Plan, reduce: str
+    ) -> Callable[[Tensor], Tensor | None] | None:
+        """For a method that reweighs the copies from per-copy features (:attr:`needs_features`), on a static plan:
+        a function ``rows (B·k, ...) -> output (B, ...)`` that runs the forward of the copies, the method's weights
+        and the weighted sum in reduction space ``reduce``, giving exactly what :meth:`features_and_output`,
+        :meth:`reweigh` and the engine's reduction give with fewer steps (the fast path's call outside autocast,
+        :mod:`symwrap.fast_path`). It returns ``None`` when the model's output is not one tensor. Default ``None``:
+        the fast path runs those steps one by one."""
+        return None
+
     def plan_for_call(self, call: BoundCall, group: Group) -> Plan:
         """The plan for one bound model call (what the wrapper asks for).
 

@@ -16,6 +16,7 @@ layer starts at zero: an untrained λ is constant and the method starts exactly 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 
 from symwrap.adapters.base import Adapter, BoundCall
 from symwrap.adapters.torch import SubmoduleCapture, TorchAdapter, pool_features, submodule_features
-from symwrap.autocast import autocast_enabled, float32_or_64
+from symwrap.autocast import as_dtype, autocast_enabled, float32_or_64
 from symwrap.config import option, require
 from symwrap.errors import ConfigError, IncompatibleModelError
 from symwrap.methods.base import Plan, Reweighing
@@ -295,6 +296,42 @@ class LambdaEquitune(GroupAveraging):
         if self.options.features is not None:
             return f"features={self.options.features!r}"
         return "the model"
+
+    def lean_forward(
+        self, call: BoundCall, adapter: Adapter, src: Tensor, plan: Plan, reduce: str
+    ) -> Callable[[Tensor], Tensor | None] | None:
+        """λ-equitune's call on the fast path (:meth:`Method.lean_forward`), for the ``logits`` reduction: the
+        forward with its features, the λ-net, the normalised weights and one batched matmul, in
+        :meth:`features_and_output`, :meth:`reweigh` and the engine's order of operations, with :meth:`scores`'s
+        checks made only when the features do not fit the built λ-net (wrong width: its error; another dtype: the
+        cast). A uniform prior over a power-of-two number of copies (``d4``, ``rot90``, ``flip``) is left out of the
+        weights: scaling by a power of two is exact, so ``p·λ / Σ p·λ`` and ``λ / Σ λ`` are the same floats."""
+        batch, copies = plan.weights.shape
+        if reduce != "logits" or copies < 2:
+            return None
+        prior: Tensor | None = plan.weights
+        if copies & (copies - 1) == 0 and bool((plan.weights == plan.weights[:, :1]).all()):
+            prior = None
+
+        def run(rows: Tensor) -> Tensor | None:
+            features, y = self._features(call, [rows], src, adapter)
+            if type(y) is not Tensor:
+                return None
+            net, options = self.lambda_net, self.options
+            if net is not None and features.shape[-1] == options.feature_dim:
+                scores = float32_or_64(net(_like(features, net.last.weight))).view(batch, copies)
+            else:
+                scores = self.scores(features).view(batch, copies)
+            if options.positive != "softplus" or prior is not None:
+                weights = self.reweigh(plan, [], scores.unsqueeze(-1)).weights
+            else:
+                lam = F.softplus(scores) + options.min_lambda
+                weights = lam / lam.sum(dim=1, keepdim=True)
+            y = float32_or_64(y)
+            summed = torch.bmm(as_dtype(weights, y.dtype).unsqueeze(1), y.reshape(batch, copies, -1))
+            return summed.reshape(batch, *y.shape[1:])
+
+        return run
 
     def reweigh(self, plan: Plan, values: list[Tensor], features: Tensor | None, class_dim: int = -1) -> Reweighing:
         """The normalised weights ``(B, k)`` from the copies' λ-net scores ``features`` ``(B, k, 1)`` (what
