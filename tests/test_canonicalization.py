@@ -261,6 +261,41 @@ def test_learned_canonicalizer_caches_never_change_the_scores() -> None:
         assert torch.equal(scores, _direct_scores(canon, x, d4, d4.elements()))
 
 
+@pytest.mark.parametrize(
+    "shape", [(1, 2, 8, 8), (3, 2, 8, 8), (2, 2, 40, 40)], ids=["B1", "B3", "downscaled-and-pooled"]
+)
+def test_the_lean_scores_of_a_layout_are_the_module_s_scores(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(2)
+    canon = LearnedCanonicalizer(2, 16, 4).eval()
+    d4 = symwrap.get_group("d4")
+    elements = d4.elements()
+    scores = canon.lean_scores(torch.zeros(shape), d4, elements)
+    with torch.no_grad():
+        for _ in range(2):
+            x = torch.randn(shape)
+            assert torch.equal(scores(x), _direct_scores(canon, x, d4, elements))
+
+
+def test_the_lean_scores_call_the_module_when_it_has_hooks_or_other_weights_or_elements() -> None:
+    torch.manual_seed(3)
+    canon = LearnedCanonicalizer(2, 16, 4).eval()
+    d4 = symwrap.get_group("d4")
+    elements = d4.elements().clone()
+    x = torch.randn(2, 2, 8, 8)
+    scores = canon.lean_scores(x, d4, elements)
+    seen = []
+    handle = canon.register_forward_hook(lambda module, args, out: seen.append(out))
+    with torch.no_grad():
+        assert torch.equal(scores(x), seen[-1]), "the hook ran, on the scores returned"
+        handle.remove()
+        elements.copy_(elements[[1, 2, 3, 0, 5, 6, 7, 4]])  # the same tensor, other values: the module re-gathers
+        assert torch.equal(scores(x), _direct_scores(canon, x, d4, elements))
+        canon.double()  # the weights' dtype: the module casts the images, as in a general call
+        assert scores(x).dtype == torch.float64
+        assert torch.equal(scores(x), _direct_scores(canon, x.double(), d4, elements))
+    assert canon.lean_scores(x, d4, elements) is None, "float32 images for float64 weights: no lean scores"
+
+
 @pytest.mark.parametrize("size", [8, 16])  # 8×8: the canonicalizer's pool is skipped; 16×16: it pools 8×8 to 4×4
 def test_learned_canonicalization_stays_exact_when_the_batch_size_changes(size: int) -> None:
     # One wrapped model called with alternating layouts and moved inputs: cached gathers must not leak across them.

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.testing import assert_close
 
 import symwrap
+from symwrap.canonicalizers import LearnedCanonicalizer
 from symwrap.fast_path import FastPath
 from symwrap.frames.base import DegenerateFrameWarning
 from symwrap.groups.matrix import haar_orthogonal
@@ -440,18 +441,22 @@ def test_a_learned_canonicalizer_trains_off_the_fast_path_and_infers_on_it() -> 
         assert_close(wrapped(torch.rot90(x, 1, (-2, -1))), expected, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("group", ["rot90", "flip", "d4"])
+@pytest.mark.parametrize(("group", "size"), [("rot90", 8), ("flip", 8), ("d4", 8), ("d4", 40)])  # 40: downscaled
 @pytest.mark.parametrize("batch", [1, 5])
-def test_a_learned_canonicalizer_moves_by_table_on_the_fast_path_as_the_general_path(group: str, batch: int) -> None:
-    fast, general = _fast_and_general(lambda: symwrap.wrap(SmallCNN(8), group, "canonicalization"))
+def test_a_learned_canonicalizer_moves_by_table_on_the_fast_path_as_the_general_path(
+    group: str, size: int, batch: int
+) -> None:
+    fast, general = _fast_and_general(lambda: symwrap.wrap(SmallCNN(size), group, "canonicalization"))
     torch.manual_seed(6)
-    x = torch.randn(batch, 3, 8, 8)
+    x = torch.randn(batch, 3, size, size)
     with torch.no_grad():
         fast(x)
         general(x)
         assert fast_path_of(fast, x).lean is not None
-        for value in (x, torch.rot90(x, 1, (-2, -1)), x.flip(-1), torch.randn(batch, 3, 8, 8)):
+        for value in (x, torch.rot90(x, 1, (-2, -1)), x.flip(-1), torch.randn(batch, 3, size, size)):
             assert_close(fast(value), general(value), rtol=0, atol=0)
+        fast.method.canonicalizer = general.method.canonicalizer = LearnedCanonicalizer(3)  # a new one is used
+        assert_close(fast(x), general(x), rtol=0, atol=0)
 
 
 def test_a_lean_move_gives_way_when_only_the_method_is_switched_to_training() -> None:

@@ -90,6 +90,39 @@ class LearnedCanonicalizer(nn.Module):
             h = layer(h)
         return h.reshape(batch, order)
 
+    def lean_scores(self, x: Tensor, group: Group, elements: Tensor) -> Callable[[Tensor], Tensor] | None:
+        """:meth:`forward` for images of ``x``'s layout ``(B, C, H, W)``, with the layout's decisions made once: the
+        downscaling, and the gather of the copies (no cache lookup per call). The function gives exactly
+        ``self(x, group, elements)``; it calls the module instead when hooks are registered on it, or when its
+        weights' dtype or device or the elements' values changed since. ``None`` when :meth:`forward` would cast
+        ``x`` (another dtype or device than the weights)."""
+        small = self.downscale(x)  # the layout's error, if any
+        param = self.net[0].weight
+        if x.dtype is not param.dtype or x.device != param.device:
+            return None
+        elements = elements.to(x.device)
+        gather = self._action.row_gather(small, *_orbit_rows(small, elements), group)
+        pool = small.shape[-2:] if small.shape != x.shape else None
+        batch, order, version = x.shape[0], elements.shape[0], elements._version
+
+        def scores(x: Tensor) -> Tensor:
+            weight = self.net[0].weight
+            if (
+                elements._version != version
+                or weight.dtype is not x.dtype
+                or weight.device != x.device
+                or _hooked(self)
+            ):
+                return self(x, group, elements)
+            h = gather(F.adaptive_avg_pool2d(x, pool) if pool is not None else x)
+            for layer in self.net:
+                if isinstance(layer, nn.AdaptiveAvgPool2d) and h.shape[-2:] == (4, 4):
+                    continue  # as in forward
+                h = layer(h)
+            return h.reshape(batch, order)
+
+        return scores
+
     def _copies(self, small: Tensor, group: Group, elements: Tensor) -> Tensor:
         """``(B·|G|, C, h, w)`` copies, row ``b·|G| + j`` = ``elements[j]·small[b]``.
 
@@ -112,6 +145,21 @@ class LearnedCanonicalizer(nn.Module):
         gather = self._action.row_gather(small, *_orbit_rows(small, elements), group)
         keep_newest(self._gathers, key, (elements.clone(), group, gather, elements, elements._version), 8)
         return gather(small)
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether calling ``module`` would run hooks (its own, or global ones) around its ``forward``."""
+    hooks = nn.modules.module
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or hooks._global_forward_hooks
+        or hooks._global_forward_pre_hooks
+        or hooks._global_backward_hooks
+        or hooks._global_backward_pre_hooks
+    )
 
 
 def _orbit_rows(small: Tensor, elements: Tensor) -> tuple[Tensor, Tensor]:

@@ -283,12 +283,18 @@ class Canonicalization(Method):
             return None
         batch, shape = x.shape[0], x.shape
         offsets = torch.arange(batch, device=x.device)[:, None] * x[0].numel()
+        built = self.canonicalizer
+        lean_scores = built.lean_scores(x, scoring, elements)
 
         def copies(x: Tensor) -> Tensor | None:
             canonicalizer = self.canonicalizer
             if self.training or canonicalizer is None:
                 return None
-            best = canonicalizer(x, scoring, elements).argmax(dim=1)  # (B,): the plan's canonical elements
+            if canonicalizer is built and lean_scores is not None:
+                scores = lean_scores(x)
+            else:
+                scores = canonicalizer(x, scoring, elements)
+            best = scores.argmax(dim=1)  # (B,): the plan's canonical elements
             index = (orbit.index_select(0, best) + offsets).view(-1)
             return x.reshape(-1).index_select(0, index).view(shape)
 
