@@ -413,7 +413,7 @@ class SymmetrizedModel(nn.Module):
                     return method.plan(x, group)
 
                 def move(x: Tensor, flat: Tensor) -> Tensor:
-                    return action.apply(x, src, flat, group)
+                    return action.apply_orbit(x, flat, group)  # src is the engine's row order
 
                 lean = method.lean_copies(call.acted[0], group, action) if batch > 0 else None
                 fast = FastPath(

@@ -349,6 +349,11 @@ def _rotated(x: Tensor) -> Tensor:
     return x @ rotation.T
 
 
+def _moved_rigidly(x: Tensor) -> Tensor:
+    rotation = haar_orthogonal(1, 3, special=True, generator=torch.Generator().manual_seed(5))[0].float()
+    return x @ rotation.T + torch.tensor([2.0, -1.0, 0.5])
+
+
 def _permuted(x: Tensor) -> Tensor:
     return x[:, torch.tensor([3, 0, 5, 1, 4, 2])]
 
@@ -381,6 +386,8 @@ def _fast_and_general(make: Any) -> tuple[symwrap.SymmetrizedModel, symwrap.Symm
 PLANNED = [
     _planned(PointMLP, "o3", "frame_averaging", _clouds, _rotated, 1e-4),
     _planned(PointMLP, "o3", "canonicalization", _clouds, _rotated, 1e-4),
+    _planned(PointMLP, "e3", "frame_averaging", _clouds, _moved_rigidly, 1e-4),  # homogeneous codes: a translation
+    _planned(PointMLP, "se3", "canonicalization", _clouds, _moved_rigidly, 1e-4),
     _planned(SetMLP, "perm", "frame_averaging", _sets, _permuted, 1e-6),
     _planned(SetMLP, "perm", "canonicalization", _sets, _permuted, 1e-6),
     _planned(lambda: SmallCNN(8), "d4", "canonicalization", _images, _turned, 1e-6),  # the learned canonicalizer

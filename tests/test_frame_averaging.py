@@ -320,3 +320,16 @@ def test_cached_pca_frames_follow_the_group_and_dtype() -> None:
         assert plan.elements.dtype == dtype
         assert torch.equal(plan.elements, fresh.elements) and torch.equal(plan.weights, fresh.weights)
         assert plan.copies == (4 if name in ("so3", "se3") else 8)
+
+
+@pytest.mark.parametrize("name", ["o3", "so3", "e3", "se3"])
+@pytest.mark.parametrize("copies", [1, 4])
+def test_moving_each_cloud_by_its_k_elements_at_once_is_apply_in_the_engine_s_row_order(name: str, copies: int) -> None:
+    group = symwrap.get_group(name)
+    x = torch.randn(3, 7, 3)
+    elements = random_elements(name, 3 * copies)
+    src = torch.arange(3).repeat_interleave(copies)
+    action = PointCloudAction()
+    expected = action.apply(x, src, elements, group)
+    assert torch.equal(action.apply_orbit(x, elements, group), expected)
+    assert torch.equal(super(PointCloudAction, action).apply_orbit(x, elements, group), expected)  # the default

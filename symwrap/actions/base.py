@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor
 
 from symwrap.errors import InputLayoutError
@@ -59,6 +60,25 @@ class Action(ABC):
             ``x (B, ...) -> (R, ...)``, equal to ``apply(x, src, elements, group)``.
         """
         return lambda data: self.apply(data, src, elements, group)
+
+    def apply_orbit(self, x: Tensor, elements: Tensor, group: Group) -> Tensor:
+        """:meth:`apply` in the engine's row order: ``out[b·k + j] = elements[b·k + j] · x[b]``.
+
+        What the fast path of a plan made from the input calls every time (:mod:`symwrap.fast_path`); the default
+        builds that ``src`` and calls :meth:`apply`, and actions override it where the rows of ``x`` need not be
+        copied ``k`` times first.
+
+        Args:
+            x: Data ``(B, ...)``.
+            elements: ``(B·k, *group.code_shape)``, ``k`` codes per input.
+            group: The group the codes belong to.
+
+        Returns:
+            ``(B·k, ...)``, equal to ``apply(x, arange(B).repeat_interleave(k), elements, group)``.
+        """
+        batch = x.shape[0]
+        src = torch.arange(batch, device=x.device).repeat_interleave(elements.shape[0] // max(batch, 1))
+        return self.apply(x, src, elements, group)
 
     def check(self, x: object, group: Group, *, output: bool = False) -> None:
         """Raise :class:`InputLayoutError` when ``x`` (an input, or an output to pull back) does not fit."""

@@ -63,6 +63,22 @@ class PointCloudAction(Action):
             out = out + codes[:, None, :d, d]
         return out.reshape(rows.shape)
 
+    def apply_orbit(self, x: Tensor, elements: Tensor, group: Group) -> Tensor:
+        """:meth:`apply` in the engine's row order (:meth:`Action.apply_orbit`) as one broadcast matmul of each
+        cloud by its ``k`` elements, without copying the cloud ``k`` times first (the same products)."""
+        d, translated = _space_dim(group)
+        codes = as_dtype(elements, x.dtype)
+        batch = x.shape[0]
+        copies = codes.shape[0] // max(batch, 1)
+        if batch == 0 or x.ndim != 3 or codes.shape[0] != batch * copies:
+            return super().apply_orbit(x, elements, group)
+        rot = codes[:, :d, :d].reshape(batch, copies, d, d)
+        flat = x.reshape(batch, 1, -1, d)
+        out = flat @ rot.transpose(-1, -2)  # (B, k, N, d)
+        if translated and self.translates:
+            out = out + codes.reshape(batch, copies, d + 1, d + 1)[:, :, None, :d, d]
+        return out.reshape(batch * copies, *x.shape[1:])
+
 
 class VectorAction(PointCloudAction):
     """Moves vectors (forces, velocities, directions): ``v ↦ v Rᵀ``, translations ignored.

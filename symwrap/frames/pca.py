@@ -7,9 +7,14 @@ cloud to a canonical pose, ``a·x = (x - c) Rᵀ`` (for O(d)/SO(d) without the t
 ``F(h·x) = F(x)·h⁻¹`` whatever signs the eigensolver returns. Everything is batched on the input's device
 and dtype (one ``torch.linalg.eigh`` call for the whole batch).
 
-Scale: every test (eigen-gaps, the signs of third moments) is made on the cloud scaled to unit size (the centred
-points divided by their largest norm), so clouds at 1e-20 and at 1e20 get the same frame as at 1: unscaled,
-squares and cubes of float32 coordinates overflow above ~1e13 and vanish below ~1e-13. Half and bfloat16 clouds
+Scale: every test (eigen-gaps, the signs of third moments) is made on the cloud divided by its largest absolute
+coordinate, so clouds at 1e-20 and at 1e20 get the same frame as at 1: unscaled, squares and cubes of float32
+coordinates overflow above ~1e13 and vanish below ~1e-13. Scaled so, every centred coordinate lies in [-2, 2]; along
+the coordinate that holds the largest value the points either all agree (a flat cloud, whose zero third moment the
+canonical pose flags) or differ by at least float32's precision near 1 (~6e-8), so squares and cubes of the centred
+cloud stay far above float32's smallest normal number. The one case this leaves out: the frame of a cloud that is
+exactly flat along a coordinate axis and lies more than ~1e19 times its own extent from the origin, whose squares
+vanish; centre such clouds before the model. Half and bfloat16 clouds
 are analysed in float32 (``torch.linalg.eigh`` has no half kernel) and the elements come back in their dtype.
 
 Degenerate clouds: when two eigenvalues are nearly equal (relative gap ``(λᵢ - λᵢ₊₁)/λ₁ < gap``) the eigenvectors
@@ -43,20 +48,20 @@ class PCA:
     """Batched principal axes of point clouds (what :func:`pca` returns).
 
     Attributes:
-        eigenvalues: ``(B, d)`` covariance eigenvalues of the cloud scaled to unit size (``centred``), descending.
+        eigenvalues: ``(B, d)`` covariance eigenvalues of the cloud scaled by ``1/size`` (``centred``), descending.
         eigenvectors: ``(B, d, d)``; column ``i`` belongs to ``eigenvalues[:, i]``.
-        centred: ``(B, N, d)`` points minus the centroid, divided by ``scale``, zero at padding.
+        centred: ``(B, N, d)`` points minus the centroid, divided by ``size``, zero at padding.
         centroid: ``(B, d)`` mean of the (real) points (computed when read).
-        scale: ``(B,)`` largest norm of a centred point (computed when read; tiny for a cloud that is a single point).
+        size: ``(B,)`` largest absolute coordinate of a (real) point (the smallest normal float for an all-zero cloud).
     """
 
-    __slots__ = ("_centroid", "_size", "_spread", "centred", "eigenvalues", "eigenvectors")
+    __slots__ = ("_centroid", "_size", "centred", "eigenvalues", "eigenvectors")
 
     def __init__(
-        self, centroid: Tensor, size: Tensor, spread: Tensor, eigenvalues: Tensor, eigenvectors: Tensor, centred: Tensor
+        self, centroid: Tensor, size: Tensor, eigenvalues: Tensor, eigenvectors: Tensor, centred: Tensor
     ) -> None:
-        # centroid (B, 1, d) of the cloud divided by size (B, 1, 1); spread (B, 1, 1) in the same units
-        self._centroid, self._size, self._spread = centroid, size, spread
+        # centroid (B, 1, d) of the cloud divided by size (B, 1, 1)
+        self._centroid, self._size = centroid, size
         self.eigenvalues, self.eigenvectors, self.centred = eigenvalues, eigenvectors, centred
 
     @property
@@ -64,8 +69,8 @@ class PCA:
         return (self._centroid * self._size).flatten(1)
 
     @property
-    def scale(self) -> Tensor:
-        return (self._spread * self._size).flatten()
+    def size(self) -> Tensor:
+        return self._size.flatten()
 
     def relative_gaps(self) -> Tensor:
         """``(B, d-1)`` gaps ``(λᵢ - λᵢ₊₁) / λ₁`` (0 when every eigenvalue is 0)."""
@@ -94,8 +99,8 @@ def _unit(values: Tensor, dims: tuple[int, ...]) -> Tensor:
 def pca(x: Tensor, mask: Tensor | None = None) -> PCA:
     """Centroid and principal axes of each cloud, on ``x``'s device (float32 for half/bfloat16 inputs).
 
-    The cloud is divided by its largest coordinate before the centroid is taken and by the largest norm of a
-    centred point before the covariance, so no square overflows or vanishes at any scale float32 can hold.
+    The cloud is divided by its largest absolute coordinate before the centroid is taken, so no square or cube of
+    a centred point overflows or vanishes at any scale float32 can hold (see the module docstring).
 
     Args:
         x: ``(B, N, d)`` point clouds (finite).
@@ -115,11 +120,9 @@ def pca(x: Tensor, mask: Tensor | None = None) -> PCA:
         count = weight.sum(dim=1).clamp_min(1)[:, None, None]  # (B, 1, 1)
         centroid = unit.sum(dim=1, keepdim=True) / count
         centred = (unit - centroid) * weight[..., None]
-    spread = _unit(torch.linalg.vector_norm(centred, dim=-1, keepdim=True), (1,))  # (B, 1, 1): largest point norm
-    centred = centred / spread
     cov = centred.transpose(1, 2) @ centred / count
     values, vectors = torch.linalg.eigh(cov)  # ascending
-    return PCA(centroid, size, spread, values.flip(-1), vectors.flip(-1), centred)
+    return PCA(centroid, size, values.flip(-1), vectors.flip(-1), centred)
 
 
 _FRAME_ADVICE = "; use method='canonicalization' (one pose per cloud) or 'monte_carlo' for high-dimensional clouds"
@@ -138,6 +141,20 @@ def _sign_vectors(d: int, free: int, device: torch.device, dtype: torch.dtype) -
         if not caches_off():
             _SIGN_VECTORS[key] = signs
     return signs
+
+
+#: :func:`_one` by ``(device, dtype)``.
+_ONES: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+
+def _one(device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A 0-d tensor ``1`` (cached; read-only)."""
+    one = None if caches_off() else _ONES.get((device, dtype))
+    if one is None:
+        one = torch.ones((), device=device, dtype=dtype)
+        if not caches_off():
+            _ONES[(device, dtype)] = one
+    return one
 
 
 def _tie_blocks(gaps_tied: Tensor) -> list[list[int]]:
@@ -232,9 +249,9 @@ class PCAFrame:
         cubes = proj.pow(3)
         skew = cubes.sum(dim=1)
         # |a|³ = |a³| exactly (a float product only changes sign with its factors): one pass fewer over the points
-        scale = cubes.abs().sum(dim=1).clamp_min(torch.finfo(cubes.dtype).tiny)
-        signs = as_dtype(torch.where(skew >= 0, 1.0, -1.0), cubes.dtype)
-        weak = skew.abs() < self.gap * scale  # a third moment below gap relative to Σ|a|³
+        scale = cubes.abs().sum(dim=1)
+        signs = _one(cubes.device, cubes.dtype).copysign(skew)  # +1 for a third moment >= +0, else -1
+        weak = skew.abs() <= self.gap * scale  # a third moment below gap relative to Σ|a|³ (all-zero cubes: weak)
         if self.special:
             signs[:, -1] = torch.linalg.det(v).sign() * signs[:, :-1].prod(dim=1)
             weak = weak[:, :-1]  # the last sign comes from the determinant
