@@ -194,3 +194,24 @@ def test_the_whole_orbit_wins_when_it_is_timed_within_what_the_fast_path_saves()
     # a sub-millisecond model: the whole orbit timed 0.08 ms (16 %) slower on the general path than 4 forwards
     assert pick_chunk({2: 0.6e-3, 4: 0.5e-3, 8: 0.58e-3}, whole=8) == 8
     assert pick_chunk({2: 0.6e-3, 4: 0.5e-3, 8: 0.65e-3}, whole=8) == 4  # 0.15 ms slower: more than it saves
+
+
+class CacheCliffClock(FakeClock):
+    """A CPU whose caches hold forwards of up to 2 rows: 1 ms a row there, 2 ms a row for 4 rows or more (a plateau
+    from 4 to 16 rows, and a cliff down to the per-element loop of B = 2)."""
+
+    def forward_of(self, rows: int) -> None:
+        self.now += rows * (1e-3 if rows <= 2 else 2e-3)
+
+
+def test_a_plateau_next_to_the_fastest_sends_the_search_to_the_per_element_loop() -> None:
+    clock = CacheCliffClock()
+    model = PooledCNN(clock).eval()
+    wrapped = symwrap.wrap(model, "d4")
+    wrapped.engine.tuner.clock = clock
+    x = torch.randn(2, 3, 8, 8)  # 16 rows: 2 (the loop), 4, 8, 16 rows per forward
+    with torch.no_grad():
+        for _ in range(12):
+            wrapped(x)
+    # 16 and 8 rows cost the same (a plateau), 4 rows too: only a search that tries the loop finds it twice as fast
+    assert wrapped.engine.tuner.cached(_key(wrapped, x)) == 2
