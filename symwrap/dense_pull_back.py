@@ -122,10 +122,17 @@ class SlotReducer:
     """
 
     def __init__(
-        self, batch: int, moves: list[Callable[[Tensor], Tensor]], weights: Tensor, space: str, class_dim: int
+        self,
+        batch: int,
+        moves: list[Callable[[Tensor], Tensor]],
+        weights: Tensor,
+        space: str,
+        class_dim: int,
+        uniform: Tensor | None = None,
     ) -> None:
         self.batch, self.moves, self.weights, self.space, self.class_dim = batch, moves, weights, space, class_dim
         self.copies = len(moves)
+        self.uniform = uniform  # 0-d: the one value of every weight, when they are all equal (see slot_reducers)
         self._acc: Tensor | None = None
 
     def add(self, start: int, leaf: Tensor) -> None:
@@ -136,7 +143,10 @@ class SlotReducer:
             fill = -torch.inf if self.space == "max" else 0.0
             self._acc = torch.full((self.batch, *y.shape[1:]), fill, dtype=y.dtype, device=y.device)
         acc = self._acc
-        w = self.weights.to(y.dtype)
+        uniform = self.uniform
+        if uniform is not None and uniform.dtype is not y.dtype:
+            uniform = uniform.to(y.dtype)
+        w = self.weights.to(y.dtype) if uniform is None else self.weights
         for j, move in enumerate(self.moves):
             first = (j - start) % k
             if first >= rows:
@@ -148,6 +158,8 @@ class SlotReducer:
                 self._acc = acc = acc.slice_scatter(torch.maximum(target, moved), 0, b0, b0 + moved.shape[0])
             elif self.space == "max":
                 torch.maximum(target, moved, out=target)
+            elif uniform is not None:  # the same products as with each row's weight: one 0-d operand, no indexing
+                target.addcmul_(moved, uniform)
             else:
                 target.addcmul_(moved, w[b0 : b0 + moved.shape[0], j].reshape(-1, *([1] * (moved.ndim - 1))))
 
@@ -195,4 +207,21 @@ def slot_reducers(
     moves = native_moves(action, group.inverse(elements[0]), group, h, w, cache)
     if moves is None or len(moves) != copies:
         return None
-    return [SlotReducer(batch, moves, weights, space, class_dim) for _ in leaves]
+    uniform = _uniform_weight(weights, cache) if space != "max" else None
+    return [SlotReducer(batch, moves, weights, space, class_dim, uniform) for _ in leaves]
+
+
+def _uniform_weight(weights: Tensor, cache: dict | None) -> Tensor | None:
+    """``weights[0, 0]`` as a 0-d tensor when every weight equals it (a static plan's uniform ``1/k``), else ``None``.
+
+    A static plan hands the same weights tensor to every call: the answer is kept per tensor (and version), so the
+    comparison, and its wait for the device, is made once."""
+    key = ("uniform", id(weights))
+    found = cache.get(key) if cache is not None else None
+    if found is not None and found[0] is weights and found[1] == weights._version:
+        return found[2]
+    first = weights.reshape(-1)[0].clone()  # not a view: the weights may change in place later
+    uniform = first if weights.numel() and bool((weights == first).all()) else None
+    if cache is not None:
+        keep_newest(cache, key, (weights, weights._version, uniform), 32)
+    return uniform

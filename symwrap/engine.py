@@ -47,6 +47,9 @@ ChunkSize = int | str | None
 
 logger = logging.getLogger(__name__)
 
+#: The context of a chunk whose memory is not measured (stateless: one for every chunk).
+_NO_METER = contextlib.nullcontext()
+
 #: Inputs whose copies for the whole orbit take at most this many bytes are moved in one action call even when the
 #: forwards are chunked (small next to any model's activations, so the memory a chunk needs barely changes).
 MOVE_AT_ONCE_BYTES = 1 << 20
@@ -218,18 +221,31 @@ class OrbitEngine:
         # Several chunks of a small input: move every row with one action call and slice it per chunk, instead of
         # one action call per chunk (each is a few kernels of fixed cost: ~0.1 ms a chunk on a CPU).
         moved = self._moved_at_once(call, group, action, src_all, flat, min(per_chunk, measure_rows or per_chunk))
-        start = 0
+        # Chunks of one size: each row map, the elements and the moved rows split once (one call each, not a slice
+        # per chunk: on a small model each slice is a visible cost). None when the first chunk is measured or after
+        # an out-of-memory back-off: then the chunks are sliced as they come.
+        parts = None
+        if not measure_rows and per_chunk < rows:
+            parts = (src_all.split(per_chunk), slot_all.split(per_chunk), flat.split(per_chunk))
+            moved_parts = [m.split(per_chunk) for m in moved] if moved is not None else None
+        start = index = 0
         while start < rows:
             size = measure_rows if measure_rows and start == 0 else per_chunk
             whole = start == 0 and size >= rows  # the same row map object every call: actions cache on it
-            src = src_all if whole else src_all[start : start + size]
-            elements = flat if whole else flat[start : start + size]
+            if parts is not None:
+                src, slot, elements = parts[0][index], parts[1][index], parts[2][index]
+            else:
+                src = src_all if whole else src_all[start : start + size]
+                slot = slot_all if whole else slot_all[start : start + size]
+                elements = flat if whole else flat[start : start + size]
             failed = False
             try:
                 features = None
                 # the measured first chunk: its moved rows and its forward, as every later chunk will need them
-                with measure_peak(device) if measure_rows and start == 0 else contextlib.nullcontext() as peak:
-                    if moved is not None:
+                with measure_peak(device) if measure_rows and start == 0 else _NO_METER as peak:
+                    if parts is not None and moved_parts is not None:
+                        acted = [m[index] for m in moved_parts]
+                    elif moved is not None:
                         acted = [m[start : start + size] for m in moved]
                     else:
                         acted = [action.apply(x, src.to(x.device), elements, group) for x in call.acted]
@@ -242,7 +258,7 @@ class OrbitEngine:
                 if not is_out_of_memory(error):
                     raise
                 per_chunk = self._back_off(call, group, plan, size, error)
-                measure_rows, timed, failed = 0, False, True
+                measure_rows, timed, failed, parts = 0, False, True, None
             if failed:  # the failed chunk's tensors died with `error` (its traceback held their frames)
                 acted = []
                 if device.type == "cuda":
@@ -256,8 +272,9 @@ class OrbitEngine:
                     )
                 measure_rows = 0
             leaves, spec = tree_flatten(out)
-            yield _Chunk(src, slot_all if whole else slot_all[start : start + size], elements, leaves, spec, features)
+            yield _Chunk(src, slot, elements, leaves, spec, features)
             start += size
+            index += 1
         if timed:  # the whole call ran in chunks of `per_chunk`, pulled back and reduced: the tuner learns its time
             assert tuning is not None
             if device.type == "cuda":

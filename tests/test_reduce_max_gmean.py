@@ -91,6 +91,44 @@ def test_the_slot_by_slot_pull_back_runs_for_d4_and_equals_the_gather(monkeypatc
     assert_close(fused, gathered, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("space", ["logits", "probs", "gmean"])
+def test_a_slot_reducer_with_uniform_weights_adds_what_it_adds_with_each_row_s_weight(space: str) -> None:
+    group = symwrap.get_group("d4")
+    elements = group.elements()[None].expand(3, -1, -1, -1)  # (B, 8, 2, 2)
+    rows = torch.randn(24, 4, 8, 8)  # 3 inputs × 8 copies, in 3 chunks of 8 rows
+    results = {}
+    for name, weights in {"uniform": torch.full((3, 8), 1 / 8), "per-row": torch.full((3, 8), 1 / 8)}.items():
+        cache: dict = {}
+        (reducer,) = dense_pull_back.slot_reducers(
+            symwrap.actions.ImageAction(), group, elements, weights, [rows], space, 1, cache
+        )
+        if name == "per-row":
+            reducer.uniform = None  # the general form: each row's weight read from the (B, k) weights
+        else:
+            assert reducer.uniform is not None and reducer.uniform.ndim == 0
+        for start in (0, 8, 16):
+            reducer.add(start, rows[start : start + 8])
+        results[name] = reducer.result()
+    assert torch.equal(results["uniform"], results["per-row"])
+    weights = torch.full((3, 8), 1 / 8)
+    weights[1] = torch.arange(1.0, 9.0) / 36  # not all equal: every row reads its own weight
+    (reducer,) = dense_pull_back.slot_reducers(
+        symwrap.actions.ImageAction(), group, elements, weights, [rows], space, 1, {}
+    )
+    assert reducer.uniform is None
+
+
+def test_the_uniform_weight_is_kept_per_weights_tensor_until_it_changes_in_place() -> None:
+    group, action = symwrap.get_group("d4"), symwrap.actions.ImageAction()
+    elements, rows, cache = group.elements()[None].expand(2, -1, -1, -1), [torch.randn(16, 4, 8, 8)], {}
+    weights = torch.full((2, 8), 1 / 8)
+    first = dense_pull_back.slot_reducers(action, group, elements, weights, rows, "logits", 1, cache)[0].uniform
+    again = dense_pull_back.slot_reducers(action, group, elements, weights, rows, "logits", 1, cache)[0].uniform
+    assert first is not None and again is first, "kept: no comparison on the next call"
+    weights[1, 3] = 0.25  # the same tensor, other values
+    assert dense_pull_back.slot_reducers(action, group, elements, weights, rows, "logits", 1, cache)[0].uniform is None
+
+
 def test_gradients_flow_through_max_and_gmean() -> None:
     for reduce in ("max", "gmean"):
         x = torch.randn(2, 3, 8, 8, requires_grad=True)
