@@ -383,8 +383,10 @@ class OrbitEngine:
             if dense is not None:
                 assert output_action is not None
                 for reducer_of_leaf, i in zip(dense, selected):
-                    output_action.check(chunk.leaves[i], group, output=True)
-                    reducer_of_leaf.add(start - chunk_rows, chunk.leaves[i])
+                    leaf = chunk.leaves[i]
+                    if chunk is first or type(leaf) is not Tensor or leaf.shape[1:] != first.leaves[i].shape[1:]:
+                        output_action.check(leaf, group, output=True)  # later chunks: only a leaf of another shape
+                    reducer_of_leaf.add(start - chunk_rows, leaf)
                 continue
             values = self._pulled_back(chunk, selected, group, output_action)
             if not second_moment and chunk_rows == rows:  # the whole orbit in one forward

@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import Tensor
+
 __all__ = ["TreeSpec", "tree_flatten", "tree_map", "tree_unflatten"]
 
 
@@ -36,6 +38,8 @@ def _is_model_output(obj: Any) -> bool:
 
 def tree_flatten(obj: Any) -> tuple[list[Any], TreeSpec]:
     """Leaves of ``obj`` in a deterministic order and the spec to rebuild it."""
+    if type(obj) is Tensor:  # the common output: one tensor (no container checks, called once per chunk)
+        return [obj], TreeSpec("leaf", paths=[""])
     leaves: list[Any] = []
     spec = _flatten(obj, leaves)
     spec.paths = _paths(spec, "")
