@@ -435,6 +435,7 @@ class SymmetrizedModel(nn.Module):
                 features, lean_forward = None, None
                 if method.needs_features:  # the call's acted argument is always replaced: drop the input it holds
                     call.args, call.acted = [None], []
+                    call.forget_autocast()  # later calls run their forwards in their own precision
                     features = (call, self.adapter, src)
                     lean_forward = method.lean_forward(call, self.adapter, src, plan, config.reduce)
                 fast = FastPath(

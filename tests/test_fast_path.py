@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -476,6 +477,28 @@ def test_a_lean_move_gives_way_when_only_the_method_is_switched_to_training() ->
     wrapped.method.train()  # not through wrapped.train(): the fast path is kept, its lean move must not apply
     wrapped(x).square().sum().backward()  # all |G| copies with straight-through weights, planned afresh
     assert all(p.grad is not None for p in wrapped.method.canonicalizer.parameters())
+
+
+@pytest.mark.parametrize("learned_under_autocast", [True, False])
+def test_a_lambda_fast_path_runs_each_call_in_that_call_s_precision(learned_under_autocast: bool) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+
+    def make() -> symwrap.SymmetrizedModel:
+        return symwrap.wrap(SmallCNN(8), "d4", "lambda_equitune", features="features", example_input=x[:1])
+
+    fast, general = _fast_and_general(make)
+    with torch.no_grad():
+        for p in fast.method.lambda_net.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+        general.load_state_dict(fast.state_dict())
+        bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+        with bf16 if learned_under_autocast else contextlib.nullcontext():
+            fast(x)  # the general path, which learns the fast one from this call
+        assert fast_path_of(fast, x) is not None
+        assert_close(fast(x), general(x), rtol=0, atol=0)  # without autocast: a float32 forward
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert_close(fast(x), general(x), rtol=0, atol=0)  # with it: a bfloat16 forward
 
 
 def test_under_autocast_a_planned_fast_path_keeps_the_precision_policy() -> None:

@@ -69,6 +69,12 @@ class BoundCall:
     def _get(self, loc: tuple) -> Any:
         return self.args[loc[1]] if loc[0] == "arg" else self.kwargs[loc[1]]
 
+    def forget_autocast(self) -> None:
+        """Run later forwards under whatever autocast is on when they run, not under the one of the bound call (the
+        fast path keeps a call and reuses it for calls made with or without autocast)."""
+        self.autocast = AutocastState(self.autocast.device_type)
+        self._plain = self.locations == [("arg", 0)] and len(self.args) == 1 and not self.kwargs
+
     def call(self, acted_rows: list[Tensor], src: Tensor) -> Any:
         """Run the model on rows: acted tensors replaced by ``acted_rows``; other batched tensors indexed by ``src``.
 
