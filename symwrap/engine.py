@@ -174,6 +174,22 @@ class OrbitEngine:
         chosen = self.tuner.cached(self._tuning(call, group, plan).key)
         return chosen is not None and chosen >= rows
 
+    def settled_chunk(self, call: BoundCall, group: Group, plan: Plan) -> int | None:
+        """The rows per forward of calls like ``call`` from now on, or ``None`` while ``"auto"`` is still choosing."""
+        rows = plan.weights.numel()
+        if self.chunk_size is None:
+            return rows
+        if isinstance(self.chunk_size, int):
+            return min(self.chunk_size, rows)
+        chosen = self.tuner.cached(self._tuning(call, group, plan).key)
+        return None if chosen is None else min(chosen, rows)
+
+    @staticmethod
+    def keeps_outputs(orbit_bytes: int) -> bool:
+        """Whether a chunked orbit whose selected outputs take ``orbit_bytes`` in all keeps them and sums them once,
+        after the last chunk (else they are scatter-added chunk by chunk)."""
+        return orbit_bytes <= KEEP_BYTES
+
     def settled(self, call: BoundCall, group: Group, plan: Plan) -> bool:
         """Whether the rows per forward of calls like ``call`` are fixed from now on (for ``"auto"``: the tuner's
         choice for the shape is final)."""
@@ -289,13 +305,18 @@ class OrbitEngine:
         """Every row's moved input ``(B·k, ...)`` per acted tensor, when the rows span several chunks and all of them
         together take at most :data:`MOVE_AT_ONCE_BYTES` (and a sixteenth of ``max_memory``); else ``None``."""
         rows = src.shape[0]
-        if per_chunk >= rows or not all(type(x) is Tensor for x in call.acted):
-            return None
-        size = sum(rows * (x.numel() // max(x.shape[0], 1)) * x.element_size() for x in call.acted)
-        cap = self.tuner.memory.max_memory
-        if size > MOVE_AT_ONCE_BYTES or (cap is not None and size > cap // 16):
+        if per_chunk >= rows or not self.moves_at_once(call.acted, rows):
             return None
         return [action.apply(x, src.to(x.device), flat, group) for x in call.acted]
+
+    def moves_at_once(self, acted: list[Any], rows: int) -> bool:
+        """Whether a chunked orbit of ``rows`` rows moves the inputs ``acted`` of every row with one action call: at
+        most :data:`MOVE_AT_ONCE_BYTES` of copies in all, and a sixteenth of ``max_memory``."""
+        if not all(type(x) is Tensor for x in acted):
+            return False
+        size = sum(rows * (x.numel() // max(x.shape[0], 1)) * x.element_size() for x in acted)
+        cap = self.tuner.memory.max_memory
+        return size <= MOVE_AT_ONCE_BYTES and (cap is None or size <= cap // 16)
 
     def _back_off(self, call: BoundCall, group: Group, plan: Plan, per_chunk: int, error: Exception) -> int:
         """After an out-of-memory error in a forward of ``per_chunk`` rows: half the rows under ``"auto"`` (kept

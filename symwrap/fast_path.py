@@ -6,7 +6,9 @@ call that can only repeat the same decisions takes this path instead. That is th
 - the model is called as ``wrapped(x)`` with one positional tensor, and no ``torch.compile`` tracing;
 - the method's plan does not look at the input's values (:meth:`Method.static_plan`: group averaging, equizero,
   frame averaging over a finite group), so the plan of the last call of the same shape is the plan of this one;
-- the whole orbit fits one chunk and the output is one floating-point tensor (invariant: nothing to pull back).
+- the output is one floating-point tensor (invariant: nothing to pull back), and the rows per forward are settled:
+  the whole orbit in one forward, or chunks of a settled size when the general path would move every copy at once
+  and sum the small outputs once (then this path runs the same forwards, concatenated; not for per-copy features).
 
 Then a call is: one gather of the copies (the input action's :meth:`~symwrap.actions.base.Action.row_gather`, one
 ``index_select`` for exact image groups), the base model's forward (with the per-copy features for λ-equitune), the
@@ -85,6 +87,9 @@ class FastPath:
             returns ``None`` the call plans with ``planner`` instead.
         lean_forward: For a method with :meth:`Method.lean_forward`: ``rows (B·k, ...) -> output (B, ...)`` (or
             ``None`` for another output type), called instead of the forward, reweighing and sum outside autocast.
+        chunk: Rows per forward when the settled choice of ``chunk_size`` splits the orbit (``None``: one forward);
+            the outputs are concatenated and combined once, as the general path does with small outputs (not with
+            ``features``).
     """
 
     __slots__ = (
@@ -92,6 +97,7 @@ class FastPath:
         "autocast_type",
         "batch",
         "call",
+        "chunk",
         "class_dim",
         "copies",
         "dtype",
@@ -122,7 +128,9 @@ class FastPath:
         move: Callable[[Tensor, Tensor], Tensor] | None = None,
         lean: Callable[[Tensor], Tensor | None] | None = None,
         lean_forward: Callable[[Tensor], Tensor | None] | None = None,
+        chunk: int | None = None,
     ) -> None:
+        self.chunk = chunk
         self.model, self.gather, self.plan, self.method = model, gather, plan, method
         self.planner, self.move, self.lean, self.lean_forward = planner, move, lean, lean_forward
         self.reduce, self.class_dim, self.dtype = reduce, class_dim, dtype
@@ -180,7 +188,12 @@ class FastPath:
     def _forward(self, rows: Tensor) -> tuple[Tensor | None, Any]:
         """The base model on the copies ``(B·k, ...)``: per-copy features ``(B·k, D)`` (or ``None``) and its output."""
         if self.call is None:
-            return None, self.model(rows)
+            if self.chunk is None:
+                return None, self.model(rows)
+            parts = [self.model(part) for part in rows.split(self.chunk)]
+            if any(type(part) is not Tensor for part in parts):
+                return None, parts  # not one tensor per forward: the caller gives the layout to the general path
+            return None, torch.cat(parts)
         assert self.method is not None  # λ-equitune: the method's features forward (hooked submodule, feature model)
         return self.method.features_and_output(self.call, [rows], self.src, self.adapter)
 

@@ -392,6 +392,15 @@ class SymmetrizedModel(nn.Module):
         static = method.static_plan(group)
         # a plan made from the input alone (frames of clouds and sets, canonicalization) is made again every call
         planned = not static and method.plans_from_input(group) and not method.reweighs
+        chunk = self.engine.settled_chunk(call, group, plan)
+        batch, copies = plan.elements.shape[:2]
+        if chunk is not None and chunk < batch * copies:
+            # several forwards: the fast path moves every row at once and sums the outputs once, as the general path
+            # does for small inputs and outputs (within a memory cap); a method that needs each copy's features runs
+            # them whole only
+            kept = type(result) is Tensor and self.engine.keeps_outputs(result.numel() * copies * result.element_size())
+            if method.needs_features or not kept or not self.engine.moves_at_once(call.acted, batch * copies):
+                chunk = None
         eligible = (
             type(call) is BoundCall
             and call.locations == [("arg", 0)]
@@ -400,11 +409,12 @@ class SymmetrizedModel(nn.Module):
             and self.output_action is None
             and (static or planned)
             and not method.wants_second_moment
-            and self.engine.whole_orbit_in_one_chunk(call, group, self.input_action, plan)
+            and chunk is not None
         )
         fast = None
         if eligible:
-            batch, copies = plan.elements.shape[:2]
+            assert chunk is not None
+            per_forward = chunk if chunk < batch * copies else None
             src = self.engine.row_map(batch, copies, key[2])[0]
             action, config = self.input_action, self.symwrap_config
             if planned:
@@ -428,6 +438,7 @@ class SymmetrizedModel(nn.Module):
                     planner,
                     move,
                     lean,
+                    chunk=per_forward,
                 )
             else:
                 gather = action.row_gather(call.acted[0], src, plan.flat_elements(), group)
@@ -448,6 +459,7 @@ class SymmetrizedModel(nn.Module):
                     result.dtype,
                     features,
                     lean_forward=lean_forward,
+                    chunk=per_forward,
                 )
         if fast is None and not self.engine.settled(call, group, plan):
             return  # chunk_size="auto" is still choosing for this shape: decide after a later call

@@ -206,11 +206,11 @@ class EquivariantNet(nn.Module):
 @pytest.mark.parametrize(
     "make",
     [
-        pytest.param(lambda: symwrap.wrap(SmallCNN(8), "d4", chunk_size=4), id="orbit-split-in-chunks"),
         pytest.param(lambda: symwrap.wrap(EquivariantNet(), "d4", output="equivariant"), id="equivariant-output"),
         pytest.param(lambda: symwrap.wrap(SmallCNN(8), "d4", "monte_carlo", samples=3), id="unseeded-draw"),
         pytest.param(
-            lambda: symwrap.wrap(SmallCNN(8), "d4", "canonicalization", chunk_size=1), id="canonicalization-chunked"
+            lambda: symwrap.wrap(SmallCNN(8), "d4", "lambda_equitune", features="features", chunk_size=4),
+            id="features-in-chunks",
         ),
         pytest.param(
             lambda: symwrap.wrap(SmallCNN(8), "d4", "monte_carlo", samples=3, seed=0, return_stderr=True),
@@ -227,6 +227,60 @@ def test_calls_the_fast_path_cannot_repeat_keep_the_general_path(make: Any) -> N
         second = wrapped(x)
     if isinstance(first, Tensor) and wrapped.method.name != "monte_carlo":  # an unseeded draw differs per call
         assert_close(second, first)
+
+
+class RowCounting(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.rows = model, []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.rows.append(x.shape[0])
+        return self.model(x)
+
+
+CHUNKED = [
+    pytest.param(lambda: SmallCNN(8), "d4", "group_averaging", 4, (2, 3, 8, 8), [4, 4, 4, 4], id="d4-GA"),
+    pytest.param(lambda: SmallCNN(8), "d4", "equizero", 5, (2, 3, 8, 8), [5, 5, 5, 1], id="d4-equizero"),
+    pytest.param(PointMLP, "o3", "frame_averaging", 3, (3, 6, 3), [3] * 8, id="o3-frames"),
+    pytest.param(lambda: SmallCNN(8), "d4", "canonicalization", 1, (2, 3, 8, 8), [1, 1], id="d4-learned-canon"),
+]
+
+
+@pytest.mark.parametrize(("make", "group", "method", "chunk", "shape", "forwards"), CHUNKED)
+def test_an_orbit_split_into_chunks_runs_them_on_the_fast_path_with_the_general_result(
+    make: Any, group: str, method: str, chunk: int, shape: tuple[int, ...], forwards: list[int]
+) -> None:
+    torch.manual_seed(0)
+    model = RowCounting(make()).eval()
+    fast, general = _fast_and_general(lambda: symwrap.wrap(model, group, method, chunk_size=chunk))
+    x = _clouds(shape[0]) if group == "o3" else torch.randn(shape)
+    with torch.no_grad():
+        fast(x)  # the general path, which learns the fast one
+        path = fast_path_of(fast, x)
+        assert isinstance(path, FastPath) and path.chunk == chunk
+        model.rows.clear()
+        got = fast(x)
+        assert model.rows == forwards, "the settled rows per forward"
+        assert_close(got, general(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "value"),
+    [("KEEP_BYTES", 16 * 5 * 4 - 1), ("MOVE_AT_ONCE_BYTES", 16 * 3 * 8 * 8 * 4 - 1)],  # one byte short of the orbit's
+    ids=["outputs", "copies"],
+)
+def test_an_orbit_too_large_to_keep_in_chunks_keeps_the_general_path(
+    monkeypatch: pytest.MonkeyPatch, threshold: str, value: int
+) -> None:
+    import symwrap.engine as engine
+
+    monkeypatch.setattr(engine, threshold, value)
+    wrapped = symwrap.wrap(SmallCNN(8), "d4", chunk_size=4).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        wrapped(x)
+    assert fast_path_of(wrapped, x) is None, "the general path moves and sums such orbits chunk by chunk"
 
 
 def test_keyword_calls_take_the_general_path() -> None:
@@ -287,7 +341,7 @@ def test_changing_chunking_or_the_method_forgets_the_fast_paths() -> None:
         wrapped.engine.chunk_size = 4
         assert wrapped.engine.fast_paths == {}
         wrapped(x)
-        assert fast_path_of(wrapped, x) is None, "4 rows per forward: the orbit of 16 rows is split"
+        assert fast_path_of(wrapped, x).chunk == 4, "4 rows per forward: the orbit of 16 rows is split"
         wrapped.engine.chunk_size = None
         wrapped(x)
         assert fast_path_of(wrapped, x) is not None
