@@ -163,17 +163,6 @@ class OrbitEngine:
         self._use_fast_path = bool(value)
         self.fast_paths.clear()
 
-    def whole_orbit_in_one_chunk(self, call: BoundCall, group: Group, action: Action, plan: Plan) -> bool:
-        """Whether calls like ``call`` run all their ``B·k`` rows in one forward from now on (for ``"auto"``: once the
-        tuner's choice for the shape is final)."""
-        rows = plan.weights.numel()
-        if self.chunk_size is None:
-            return True
-        if isinstance(self.chunk_size, int):
-            return self.chunk_size >= rows
-        chosen = self.tuner.cached(self._tuning(call, group, plan).key)
-        return chosen is not None and chosen >= rows
-
     def settled_chunk(self, call: BoundCall, group: Group, plan: Plan) -> int | None:
         """The rows per forward of calls like ``call`` from now on, or ``None`` while ``"auto"`` is still choosing."""
         rows = plan.weights.numel()
