@@ -6,9 +6,12 @@ call that can only repeat the same decisions takes this path instead. That is th
 - the model is called as ``wrapped(x)`` with one positional tensor, and no ``torch.compile`` tracing;
 - the method's plan does not look at the input's values (:meth:`Method.static_plan`: group averaging, equizero,
   frame averaging over a finite group), so the plan of the last call of the same shape is the plan of this one;
-- the output is one floating-point tensor (invariant: nothing to pull back), and the rows per forward are settled:
-  the whole orbit in one forward, or chunks of a settled size when the general path would move every copy at once
-  and sum the small outputs once (then this path runs the same forwards, concatenated; not for per-copy features).
+- the output is one floating-point tensor, invariant, or an equivariant dense map of an exact image group that the
+  general path pulls back slot by slot (:mod:`symwrap.dense_pull_back`; this path adds each forward's maps with the
+  same reducer);
+- the rows per forward are settled: the whole orbit in one forward, or chunks of a settled size when the general path
+  would move every copy at once and, for invariant outputs, sum the small outputs once (then this path runs the same
+  forwards; not for per-copy features).
 
 Then a call is: one gather of the copies (the input action's :meth:`~symwrap.actions.base.Action.row_gather`, one
 ``index_select`` for exact image groups), the base model's forward (with the per-copy features for λ-equitune), the
@@ -21,6 +24,7 @@ them).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +33,7 @@ from torch import Tensor, nn
 
 from symwrap.adapters.base import Adapter, BoundCall
 from symwrap.autocast import AutocastState, as_dtype
+from symwrap.dense_pull_back import SlotReducer
 from symwrap.methods.base import Method, Plan
 from symwrap.reduce import combine_reweighed, reduce_whole_orbit
 
@@ -90,6 +95,9 @@ class FastPath:
         chunk: Rows per forward when the settled choice of ``chunk_size`` splits the orbit (``None``: one forward);
             the outputs are concatenated and combined once, as the general path does with small outputs (not with
             ``features``).
+        dense: For an equivariant dense output of an exact image group (``(R, ..., H, W)`` maps): the general path's
+            slot reducer of the layout (its pull-back moves and weights), a fresh copy of which adds each forward's
+            outputs (the call's result is its ``result()``), and the shape of one row's output.
     """
 
     __slots__ = (
@@ -100,6 +108,7 @@ class FastPath:
         "chunk",
         "class_dim",
         "copies",
+        "dense",
         "dtype",
         "gather",
         "lean",
@@ -129,8 +138,9 @@ class FastPath:
         lean: Callable[[Tensor], Tensor | None] | None = None,
         lean_forward: Callable[[Tensor], Tensor | None] | None = None,
         chunk: int | None = None,
+        dense: tuple[SlotReducer, torch.Size] | None = None,
     ) -> None:
-        self.chunk = chunk
+        self.chunk, self.dense = chunk, dense
         self.model, self.gather, self.plan, self.method = model, gather, plan, method
         self.planner, self.move, self.lean, self.lean_forward = planner, move, lean, lean_forward
         self.reduce, self.class_dim, self.dtype = reduce, class_dim, dtype
@@ -146,6 +156,8 @@ class FastPath:
         Under ``torch.autocast`` it keeps the general path's precision policy (:mod:`symwrap.autocast`): the plan,
         the copies and the reduction in float32, the base model's forward in the caller's autocast.
         """
+        if self.dense is not None:
+            return self._dense_call(x)
         if self.autocast_type is not None and torch.is_autocast_enabled(self.autocast_type):
             full = AutocastState.capture(x.device).full_precision
             with full():
@@ -169,6 +181,29 @@ class FastPath:
         if type(y) is not Tensor:
             return UNFINISHED
         return self._combine(y, features, plan)
+
+    def _dense_call(self, x: Tensor) -> Any:
+        """The dense equivariant output for ``x``: the copies, each forward's maps pulled back and added slot by slot
+        (the general path's :class:`~symwrap.dense_pull_back.SlotReducer`, in float32 under autocast)."""
+        assert self.dense is not None and self.gather is not None
+        template, shape = self.dense
+        autocast = self.autocast_type is not None and torch.is_autocast_enabled(self.autocast_type)
+        full = AutocastState.capture(x.device).full_precision if autocast else contextlib.nullcontext
+        with full():
+            rows = self.gather(x)
+        reducer = SlotReducer(
+            template.batch, template.moves, template.weights, template.space, template.class_dim, template.uniform
+        )
+        start = 0
+        for part in rows.split(self.chunk) if self.chunk is not None else (rows,):
+            y = self.model(part)
+            if type(y) is not Tensor or y.shape[1:] != shape:
+                return UNFINISHED  # another output: the layout keeps the general path, which checks it
+            with full():
+                reducer.add(start, y)
+            start += part.shape[0]
+        with full():
+            return reducer.result()
 
     def _copies(self, x: Tensor) -> tuple[Plan, Tensor] | Replanned:
         """This call's plan and the copies ``(B·k, ...)``; :class:`Replanned` when a fresh plan has another ``k``."""

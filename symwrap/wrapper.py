@@ -22,6 +22,7 @@ from symwrap.adapters.base import Adapter, BoundCall, Selector
 from symwrap.adapters.torch import release_captures
 from symwrap.caches import keep_newest
 from symwrap.chunking import ChunkTuner
+from symwrap.dense_pull_back import slot_reducers
 from symwrap.engine import ChunkSize, OrbitEngine
 from symwrap.errors import ConfigError, IncompatibleModelError, InputLayoutError, UnsymmetrizedCallError
 from symwrap.export import recorded_call
@@ -394,19 +395,30 @@ class SymmetrizedModel(nn.Module):
         planned = not static and method.plans_from_input(group) and not method.reweighs
         chunk = self.engine.settled_chunk(call, group, plan)
         batch, copies = plan.elements.shape[:2]
+        config = self.symwrap_config
+        dense = None  # an equivariant dense output of an exact image group: pulled back slot by slot, as in general
+        if self.output_action is not None and static and not method.reweighs and type(result) is Tensor:
+            reducers = slot_reducers(
+                self.output_action, group, plan.elements, plan.weights, [result], config.reduce, config.class_dim
+            )
+            dense = (reducers[0], result.shape[1:]) if reducers else None
         if chunk is not None and chunk < batch * copies:
-            # several forwards: the fast path moves every row at once and sums the outputs once, as the general path
-            # does for small inputs and outputs (within a memory cap); a method that needs each copy's features runs
-            # them whole only
+            # several forwards: the fast path moves every row at once and sums the outputs once (or adds each chunk's
+            # dense outputs slot by slot), as the general path does for small inputs and outputs (within a memory
+            # cap); a method that needs each copy's features runs them whole only
             kept = type(result) is Tensor and self.engine.keeps_outputs(result.numel() * copies * result.element_size())
-            if method.needs_features or not kept or not self.engine.moves_at_once(call.acted, batch * copies):
+            if (
+                method.needs_features
+                or not (kept or dense)
+                or not self.engine.moves_at_once(call.acted, batch * copies)
+            ):
                 chunk = None
         eligible = (
             type(call) is BoundCall
             and call.locations == [("arg", 0)]
             and not call.unbatched
             and type(result) is Tensor  # one output tensor (a structured output keeps the general path)
-            and self.output_action is None
+            and (self.output_action is None or dense is not None)
             and (static or planned)
             and not method.wants_second_moment
             and chunk is not None
@@ -416,7 +428,7 @@ class SymmetrizedModel(nn.Module):
             assert chunk is not None
             per_forward = chunk if chunk < batch * copies else None
             src = self.engine.row_map(batch, copies, key[2])[0]
-            action, config = self.input_action, self.symwrap_config
+            action = self.input_action
             if planned:
 
                 def planner(x: Tensor) -> Plan:
@@ -460,6 +472,7 @@ class SymmetrizedModel(nn.Module):
                     features,
                     lean_forward=lean_forward,
                     chunk=per_forward,
+                    dense=dense,
                 )
         if fast is None and not self.engine.settled(call, group, plan):
             return  # chunk_size="auto" is still choosing for this shape: decide after a later call

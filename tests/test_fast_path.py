@@ -15,7 +15,7 @@ from symwrap.canonicalizers import LearnedCanonicalizer
 from symwrap.fast_path import FastPath
 from symwrap.frames.base import DegenerateFrameWarning
 from symwrap.groups.matrix import haar_orthogonal
-from tests.conftest import PointMLP, SmallCNN
+from tests.conftest import DenseCNN, PointMLP, SmallCNN
 from tests.test_frame_averaging import SetMLP
 
 
@@ -206,7 +206,10 @@ class EquivariantNet(nn.Module):
 @pytest.mark.parametrize(
     "make",
     [
-        pytest.param(lambda: symwrap.wrap(EquivariantNet(), "d4", output="equivariant"), id="equivariant-output"),
+        pytest.param(
+            lambda: symwrap.wrap(EquivariantNet(), "d4", output="equivariant", reduce="log_probs", class_dim=1),
+            id="equivariant-output-pulled-back-by-gather",  # log_probs: no slot-by-slot pull-back
+        ),
         pytest.param(lambda: symwrap.wrap(SmallCNN(8), "d4", "monte_carlo", samples=3), id="unseeded-draw"),
         pytest.param(
             lambda: symwrap.wrap(SmallCNN(8), "d4", "lambda_equitune", features="features", chunk_size=4),
@@ -281,6 +284,28 @@ def test_an_orbit_too_large_to_keep_in_chunks_keeps_the_general_path(
     with torch.no_grad():
         wrapped(x)
     assert fast_path_of(wrapped, x) is None, "the general path moves and sums such orbits chunk by chunk"
+
+
+@pytest.mark.parametrize("reduce", ["logits", "probs", "max", "gmean"])
+@pytest.mark.parametrize(("batch", "chunk"), [(1, None), (1, 1), (2, 4)], ids=["B1-whole", "B1-loop", "B2-chunks"])
+def test_a_dense_equivariant_output_runs_on_the_fast_path_with_the_general_result(
+    reduce: str, batch: int, chunk: int | None
+) -> None:
+    fast, general = _fast_and_general(
+        lambda: symwrap.wrap(DenseCNN(8), "d4", output="equivariant", reduce=reduce, class_dim=1, chunk_size=chunk)
+    )
+    x = torch.randn(batch, 3, 8, 8)
+    with torch.no_grad():
+        fast(x)  # the general path, which learns the fast one
+        path = fast_path_of(fast, x)
+        assert isinstance(path, FastPath) and path.dense is not None and path.chunk == chunk
+        assert_close(fast(x), general(x), rtol=0, atol=0)
+        for moved, expected in zip(d4_images(x)[1:], d4_images(general(x))[1:]):
+            assert_close(fast(moved), expected, rtol=1e-5, atol=1e-5)  # equivariant on the fast path
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, expected = fast(x), general(x)
+    assert got.dtype == expected.dtype == torch.float32
+    assert_close(got, expected, rtol=0, atol=0)
 
 
 def test_keyword_calls_take_the_general_path() -> None:
