@@ -18,8 +18,9 @@ out. The candidates are chunks of ``B·d`` rows for each divisor ``d`` of ``|G|`
    cost no more per element, unless its own size was timed).
 3. **Later real calls are timed** with the tuner's clock and explore: the untried candidates next to the fastest
    known one, and the per-element loop (the smallest candidate) when the next smaller size is on a plateau with the
-   fastest (costs per row need not keep rising towards smaller forwards; the loop is one of the |G|-forward limit's
-   two strategies); then further calls of the candidates within ``stop_after`` of the fastest until each has ``samples``
+   fastest (within ``tolerance``) and nothing of the loop's size or smaller was timed on the layout (costs per row need
+   not keep rising towards smaller forwards; the loop is one of the |G|-forward limit's two strategies); then further
+   calls of the candidates within ``stop_after`` of the fastest until each has ``samples``
    timings, and of every other tried candidate until it has two. The fastest of a candidate's timings counts:
    noise on a busy machine only ever adds time, and the first forwards of a new size (and of a new model) pay
    warm-ups that later calls do not, so one slow first timing never rules a candidate out. Then the choice of
@@ -341,11 +342,16 @@ class ChunkTuner:
             i = candidates.index(best)
             fastest = min(estimates.values())
             # untried neighbours of the fastest (larger first); and the per-element loop (the smallest candidate)
-            # when the next smaller size timed is on a plateau with the fastest (within stop_after): costs per row
-            # need not keep rising towards smaller forwards (a CPU's caches), and the loop is one of the limit's two
-            # strategies
+            # when the next smaller size timed is on a plateau with the fastest (within tolerance) and no forward of
+            # the loop's size or smaller was ever timed on this layout: costs per row need not keep rising towards
+            # smaller forwards (a CPU's caches), and the loop is one of the limit's two strategies
             smaller = [c for c in estimates if c < best]
-            plateau = bool(smaller) and estimates[max(smaller)] <= fastest * (1 + self.stop_after)
+            loop = size_bucket(candidates[0] * row_elements)
+            plateau = (
+                bool(smaller)
+                and estimates[max(smaller)] <= fastest * (1 + self.tolerance)
+                and not any(b <= loop for b, times in known.costs.items() if times)
+            )
             untried = [candidates[j] for j in (i + 1, i - 1, *((0,) if plateau else ())) if 0 <= j < len(candidates)]
             untried = [c for c in dict.fromkeys(untried) if c not in estimates]
             counts = {c: len(known.costs[size_bucket(c * row_elements)]) for c in estimates}
