@@ -135,6 +135,10 @@ class SlotReducer:
         self.uniform = uniform  # 0-d: the one value of every weight, when they are all equal (see slot_reducers)
         self._acc: Tensor | None = None
 
+    def fresh(self) -> SlotReducer:
+        """A reducer of the same moves, weights and space with nothing added yet (the fast path's, per call)."""
+        return SlotReducer(self.batch, self.moves, self.weights, self.space, self.class_dim, self.uniform)
+
     def add(self, start: int, leaf: Tensor) -> None:
         """Add the rows ``start : start + R`` of the orbit: ``leaf`` ``(R, ..., H, W)``."""
         y = _in_space(leaf, self.space, self.class_dim)

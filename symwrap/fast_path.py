@@ -191,9 +191,7 @@ class FastPath:
         full = AutocastState.capture(x.device).full_precision if autocast else contextlib.nullcontext
         with full():
             rows = self.gather(x)
-        reducer = SlotReducer(
-            template.batch, template.moves, template.weights, template.space, template.class_dim, template.uniform
-        )
+        reducer = template.fresh()
         start = 0
         for part in rows.split(self.chunk) if self.chunk is not None else (rows,):
             y = self.model(part)
