@@ -12,8 +12,9 @@ from torch.testing import assert_close
 
 import symwrap
 from symwrap.canonicalizers import LearnedCanonicalizer
+from symwrap.errors import InputLayoutError
 from symwrap.fast_path import FastPath
-from symwrap.frames.base import DegenerateFrameWarning
+from symwrap.frames.base import DegenerateFrameWarning, DegenerateInputError
 from symwrap.groups.matrix import haar_orthogonal
 from tests.conftest import DenseCNN, PointMLP, SmallCNN
 from tests.test_frame_averaging import SetMLP
@@ -589,6 +590,50 @@ def test_under_autocast_a_planned_fast_path_keeps_the_precision_policy() -> None
         got, expected = fast(x), general(x)
     assert got.dtype == expected.dtype == torch.float32
     assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("group", ["o3", "so3", "e3", "se3"])
+def test_a_pca_pose_moves_clear_clouds_on_its_lean_path_with_the_general_result(group: str) -> None:
+    fast, general = _fast_and_general(lambda: symwrap.wrap(PointMLP(), group, "canonicalization"))
+    x = _clouds(3)
+    with torch.no_grad():
+        fast(x)
+        lean = fast_path_of(fast, x).lean
+        assert lean is not None
+        for value in (x, _moved_rigidly(x), _clouds(3) * 1e-15):
+            rows = lean(value)
+            assert rows is not None, "clear clouds take the lean pose, not the general plan"
+            assert_close(fast(value), general(value), rtol=0, atol=0)
+
+
+def test_a_pca_pose_fast_path_still_warns_about_a_degenerate_cloud_and_refuses_a_nan() -> None:
+    fast, general = _fast_and_general(lambda: symwrap.wrap(PointMLP(), "o3", "canonicalization"))
+    x = _clouds(2)
+    degenerate = x.clone()
+    degenerate[1] = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 2], [0, 0, -2]])  # λ1 = λ2
+    broken = x.clone()
+    broken[0, 2, 1] = float("nan")
+    with torch.no_grad():
+        fast(x)
+        assert fast_path_of(fast, x).lean is not None
+        with pytest.warns(DegenerateFrameWarning):
+            out = fast(degenerate)
+        with pytest.warns(DegenerateFrameWarning):
+            assert_close(out, general(degenerate), rtol=0, atol=0)
+        with pytest.raises(InputLayoutError, match=r"point cloud 0 has a NaN or inf coordinate \(point 2\)"):
+            fast(broken)
+        assert_close(fast(x), general(x), rtol=0, atol=0)
+
+
+def test_a_pca_pose_fast_path_reads_the_gap_option_as_the_general_plan_does() -> None:
+    wrapped = symwrap.wrap(PointMLP(), "o3", "canonicalization", degenerate="error").eval()
+    x = _clouds(2)
+    with torch.no_grad():
+        wrapped(x)
+        assert fast_path_of(wrapped, x).lean is not None
+        wrapped.method.options.gap = 0.9  # every cloud is degenerate at this gap
+        with pytest.raises(DegenerateInputError):
+            wrapped(x)
 
 
 # ------------------------------------------------------------------------------ calls under torch.inference_mode

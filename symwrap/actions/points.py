@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor
 
 from symwrap.actions.base import Action
@@ -73,8 +74,10 @@ class PointCloudAction(Action):
         if batch == 0 or x.ndim != 3 or codes.shape[0] != batch * copies:
             return super().apply_orbit(x, elements, group)
         rot = codes[:, :d, :d].reshape(batch, copies, d, d)
-        flat = x.reshape(batch, 1, -1, d)
-        out = flat @ rot.transpose(-1, -2)  # (B, k, N, d)
+        if copies == 1:  # one pose per cloud (canonicalization): bmm, the same products with fewer steps than @
+            out = torch.bmm(x.reshape(batch, -1, d), rot[:, 0].transpose(-1, -2))[:, None]
+        else:
+            out = x.reshape(batch, 1, -1, d) @ rot.transpose(-1, -2)  # (B, k, N, d)
         if translated and self.translates:
             out = out + codes.reshape(batch, copies, d + 1, d + 1)[:, :, None, :d, d]
         return out.reshape(batch * copies, *x.shape[1:])

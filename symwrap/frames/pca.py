@@ -25,7 +25,6 @@ of that eigenspace are not determined (exactly equal) or are dominated by roundi
 from __future__ import annotations
 
 import itertools
-import math
 import warnings
 
 import torch
@@ -91,9 +90,20 @@ def analysis_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _unit(values: Tensor, dims: tuple[int, ...]) -> Tensor:
     """Per-cloud positive scale of ``values`` over ``dims``, kept as size-1 axes: the largest absolute value (the
-    smallest normal float where all are 0, which leaves them 0)."""
-    scale = torch.linalg.vector_norm(values, ord=math.inf, dim=dims, keepdim=True)
-    return scale.clamp_min(torch.finfo(scale.dtype).tiny)
+    smallest normal float where all are 0, which leaves them 0; NaN where one is NaN)."""
+    scale = values.abs().amax(dim=dims, keepdim=True)  # ~3× faster than vector_norm(ord=inf) on a small cloud
+    return scale.clamp_min(_tiny(scale.dtype))
+
+
+#: ``torch.finfo(dtype).tiny`` by dtype (``finfo`` costs a microsecond a call).
+_TINY: dict[torch.dtype, float] = {}
+
+
+def _tiny(dtype: torch.dtype) -> float:
+    tiny = _TINY.get(dtype)
+    if tiny is None:
+        tiny = _TINY[dtype] = torch.finfo(dtype).tiny
+    return tiny
 
 
 def pca(x: Tensor, mask: Tensor | None = None) -> PCA:
@@ -106,6 +116,13 @@ def pca(x: Tensor, mask: Tensor | None = None) -> PCA:
         x: ``(B, N, d)`` point clouds (finite).
         mask: ``(B, N)`` bool, ``True`` for real points (padding is ignored), or ``None``.
     """
+    centroid, size, values, vectors, centred = _principal(x, mask)
+    return PCA(centroid, size, values.flip(-1), vectors.flip(-1), centred)
+
+
+def _principal(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """:func:`pca`'s arithmetic: the scaled centroid ``(B, 1, d)``, the size ``(B, 1, 1)``, the eigenvalues ``(B, d)``
+    and eigenvectors ``(B, d, d)`` in ``eigh``'s ascending order, and the centred scaled cloud ``(B, N, d)``."""
     x = as_dtype(x, analysis_dtype(x.dtype))
     weight = None if mask is None else mask.to(x.dtype)
     if mask is not None:  # padding (possibly huge or non-finite garbage) takes no part in any scale
@@ -120,9 +137,9 @@ def pca(x: Tensor, mask: Tensor | None = None) -> PCA:
         count = weight.sum(dim=1).clamp_min(1)[:, None, None]  # (B, 1, 1)
         centroid = unit.sum(dim=1, keepdim=True) / count
         centred = (unit - centroid) * weight[..., None]
-    cov = centred.transpose(1, 2) @ centred / count
+    cov = torch.bmm(centred.transpose(1, 2), centred).div_(count)  # bmm: the same products as @, fewer steps
     values, vectors = torch.linalg.eigh(cov)  # ascending
-    return PCA(centroid, size, values.flip(-1), vectors.flip(-1), centred)
+    return centroid, size, values, vectors, centred
 
 
 _FRAME_ADVICE = "; use method='canonicalization' (one pose per cloud) or 'monte_carlo' for high-dimensional clouds"
@@ -142,6 +159,9 @@ def _sign_vectors(d: int, free: int, device: torch.device, dtype: torch.dtype) -
             _SIGN_VECTORS[key] = signs
     return signs
 
+
+#: :meth:`PCAFrame._margins` by ``(d, special, gap, dtype, device)``.
+_MARGINS: dict[tuple[int, bool, float, torch.dtype, torch.device], Tensor] = {}
 
 #: :func:`_one` by ``(device, dtype)``.
 _ONES: dict[tuple[torch.device, torch.dtype], Tensor] = {}
@@ -245,12 +265,7 @@ class PCAFrame:
         """
         p = pca(x, mask)
         v = p.eigenvectors
-        proj = p.centred @ v  # (B, N, d), zero at padding
-        cubes = proj.pow(3)
-        skew = cubes.sum(dim=1)
-        # |a|³ = |a³| exactly (a float product only changes sign with its factors): one pass fewer over the points
-        scale = cubes.abs().sum(dim=1)
-        signs = _one(cubes.device, cubes.dtype).copysign(skew)  # +1 for a third moment >= +0, else -1
+        skew, scale, signs = self._skewness(p.centred, v)
         weak = skew.abs() <= self.gap * scale  # a third moment below gap relative to Σ|a|³ (all-zero cubes: weak)
         if self.special:
             signs[:, -1] = torch.linalg.det(v).sign() * signs[:, :-1].prod(dim=1)
@@ -258,10 +273,82 @@ class PCAFrame:
         ambiguous = torch.cat([p.tied(self.gap), weak], dim=1)  # (B, ·): one test and one sync for the batch
         if bool(ambiguous.any()):
             self._handle(ambiguous.any(dim=1), p, "canonical pose")
-        rotation = (signs[..., None] * v.transpose(1, 2))[:, None]  # (B, 1, d, d)
-        return as_dtype(self._with_translation(rotation, p.centroid), x.dtype)
+        return self._pose(signs, v, p.centroid if self.translation else None, x.dtype)
+
+    def clear_canonical(self, x: Tensor) -> Tensor | None:
+        """:meth:`canonical` of clouds without a padding mask, with fewer steps when no cloud comes near a test:
+        the same elements ``(B, 1, c, c)`` (the same arithmetic), or ``None`` when a cloud is not finite, or its
+        eigen-gaps or third moments come near a tie (:meth:`_margins`: a little more than ``gap``). Then
+        :meth:`canonical` must answer, with its error or warning. The tests of the batch are one matrix product,
+        one reduction and one sync, and a non-finite cloud is found by them (its scaled cloud is NaN), not by a pass
+        of its own.
+
+        Args:
+            x: ``(B, N, d)`` clouds with ``N >= d`` (the shape and dtype checks of
+                :func:`~symwrap.frames.check_cloud`; not their values).
+        """
+        try:
+            centroid, size, values, vectors, centred = _principal(x, None)
+        except torch.linalg.LinAlgError:  # eigh refuses a NaN covariance (a non-finite cloud) on CPU
+            return None
+        v = vectors.flip(-1)
+        skew, scale, signs = self._skewness(centred, v)
+        if self.special:
+            signs[:, -1] = torch.linalg.det(v).sign() * signs[:, :-1].prod(dim=1)
+        tests = torch.cat([values, skew.abs(), scale], dim=1).detach()  # (B, 3d); a test, no gradient
+        # one product gives every test's margin, >= 0 wherever canonical's test flags the cloud
+        if not float(torch.mm(tests, self._margins(tests)).amax()) < 0:  # NaN (a non-finite cloud) is not < 0
+            return None
+        return self._pose(signs, v, (centroid * size).flatten(1) if self.translation else None, x.dtype)
 
     # ------------------------------------------------------------------ helpers
+    def _margins(self, like: Tensor) -> Tensor:
+        """``(3d, m)``: the map from ``[eigenvalues (ascending), |third moments|, Σ|a|³]`` ``(B, 3d)`` to the margins of
+        :meth:`clear_canonical`'s tests ``(B, m)``, each ``>= 0`` wherever :meth:`canonical`'s test flags the cloud:
+        ``g·λ₁ - (λᵢ - λᵢ₊₁)`` for each eigen-gap and ``g·Σ|a|³ - |Σa³|`` for each third moment (not the last one for
+        SO(d)), with ``g = gap·(1 + 2⁻⁸) + 2⁻¹²``. That margin over ``gap`` is far above the rounding of either form
+        (a few units in the last place of ``λ₁`` or ``Σ|a|³``), so a cloud the product passes, canonical passes too.
+        Cached per frame options, dtype and device (read-only)."""
+        d = self.d
+        key = (d, self.special, self.gap, like.dtype, like.device)
+        margins = None if caches_off() else _MARGINS.get(key)
+        if margins is None:
+            g = self.gap * (1 + 2**-8) + 2**-12
+            columns = []
+            for i in range(d - 1):  # eigenvalues ascending: λ₁ is values[d - 1], gap i is values[i + 1] - values[i]
+                column = [0.0] * (3 * d)
+                column[d - 1] += g
+                column[i + 1] -= 1.0
+                column[i] += 1.0
+                columns.append(column)
+            for i in range(d - 1 if self.special else d):  # the last third moment of SO(d) is not tested
+                column = [0.0] * (3 * d)
+                column[d + i], column[2 * d + i] = -1.0, g
+                columns.append(column)
+            margins = torch.tensor(columns, dtype=like.dtype, device=like.device).T.contiguous()
+            if not caches_off():
+                _MARGINS[key] = margins
+        return margins
+
+    @staticmethod
+    def _skewness(centred: Tensor, axes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The third moments ``Σₙ aₙ³`` ``(B, d)`` of the coordinates ``a = centred @ axes`` along each axis, their
+        scale ``Σₙ |aₙ|³`` and the signs they give (+1 for a third moment >= +0, else -1)."""
+        cubes = torch.bmm(centred, axes).pow(3)  # (B, N, d), zero at padding; bmm: the same products as @
+        skew = cubes.sum(dim=1)
+        # |a|³ = |a³| exactly (a float product only changes sign with its factors): one pass fewer over the points
+        scale = cubes.abs().sum(dim=1)
+        # signs are piecewise constant (no gradient): detached, the SO(d) sign may be set in place under autograd
+        return skew, scale, _one(cubes.device, cubes.dtype).copysign(skew.detach())
+
+    def _pose(self, signs: Tensor, axes: Tensor, centroid: Tensor | None, dtype: torch.dtype) -> Tensor:
+        """The canonical elements ``(B, 1, c, c)`` ``S Vᵀ`` (with the translation by ``-centroid`` ``(B, d)`` for
+        E(d)/SE(d)) in ``dtype``."""
+        rotation = (signs[..., None] * axes.transpose(1, 2))[:, None]  # (B, 1, d, d)
+        if centroid is not None:
+            rotation = self._with_translation(rotation, centroid)
+        return as_dtype(rotation, dtype)
+
     def _signed(self, bases: Tensor) -> Tensor:
         """``S Uᵀ`` for every allowed sign matrix ``S`` and basis ``U`` ``(B, m, d, d)`` -> ``(B, m, S, d, d)``."""
         d = self.d

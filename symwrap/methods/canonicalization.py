@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from symwrap.actions.image import ImageAction
+from symwrap.actions.points import PointCloudAction, VectorAction
 from symwrap.adapters.base import BoundCall
 from symwrap.canonicalizers.analytic import shift_canonical
 from symwrap.canonicalizers.centroid import centroid_canonical, is_signed_permutation_group, shift1d_canonical
@@ -42,7 +43,7 @@ from symwrap.canonicalizers.learned import LearnedCanonicalizer
 from symwrap.config import option, require
 from symwrap.errors import ConfigError
 from symwrap.frames.base import check_cloud, check_mask, frame_weights, mask_from_call, point_group_spec
-from symwrap.frames.pca import DEFAULT_EIGEN_GAP, PCAFrame
+from symwrap.frames.pca import DEFAULT_EIGEN_GAP, PCAFrame, analysis_dtype
 from symwrap.frames.sorting import SortFrame, check_set_input
 from symwrap.groups.base import Group, cached_per_group
 from symwrap.groups.discrete import PermutationGroup, ShiftGroup
@@ -271,8 +272,15 @@ class Canonicalization(Method):
         """The learned canonicalizer's move at inference as a table lookup: the flat source index of every value of
         an image moved by each scored element is made once per input layout, so a call is the scores, their argmax
         and one ``index_select`` of the input (the general path moves the input by the chosen elements, whose values
-        it must first recognise). Exact image groups and :class:`~symwrap.actions.image.ImageAction` only."""
-        if self._kind(group) != "learned" or self.canonicalizer is None or self.training or caches_off():
+        it must first recognise). Exact image groups and :class:`~symwrap.actions.image.ImageAction` only.
+
+        The PCA pose of point clouds without a padding mask: :meth:`PCAFrame.clear_canonical`'s pose and the move,
+        with the batch's value checks (finite, not degenerate) in its one sync; a cloud near a test, or not finite,
+        takes the general plan (``None``), which warns or raises."""
+        kind = self._kind(group)
+        if kind == "pca":
+            return self._lean_pose(x, group, action)
+        if kind != "learned" or self.canonicalizer is None or self.training or caches_off():
             return None
         scoring = self._scoring_group(group)
         if type(action) is not ImageAction or not (scoring.exact and scoring.is_finite) or x.ndim != 4:
@@ -297,6 +305,33 @@ class Canonicalization(Method):
             best = scores.argmax(dim=1)  # (B,): the plan's canonical elements
             index = (orbit.index_select(0, best) + offsets).view(-1)
             return x.reshape(-1).index_select(0, index).view(shape)
+
+        return copies
+
+    def _lean_pose(self, x: Tensor, group: Group, action: Any) -> Callable[[Tensor], Tensor | None] | None:
+        """:meth:`lean_copies` for the PCA pose: ``x (B, N, d) -> posed clouds (B, N, d)`` or ``None``."""
+        options = self.options
+        frame = self._pca_frame(group)
+        # the layout's checks (check_cloud's shape, dtype and N >= d), made once; values are checked on every call
+        if options.mask is not None or not isinstance(action, PointCloudAction):
+            return None
+        if x.ndim != 3 or x.shape[-1] != frame.d or x.shape[1] < frame.d or not x.dtype.is_floating_point:
+            return None
+        built = (options.gap, options.degenerate)
+        # PointCloudAction.apply_orbit of one rotation per cloud is x Rᵀ by one bmm: done here without its steps
+        direct = type(action) in (PointCloudAction, VectorAction) and not frame.translation
+        direct = direct and analysis_dtype(x.dtype) == x.dtype
+
+        def copies(x: Tensor) -> Tensor | None:
+            opts = self.options
+            if opts.mask is not None or (opts.gap, opts.degenerate) != built:
+                return None  # options changed since the layout was learned: the general plan reads them
+            elements = frame.clear_canonical(x)
+            if elements is None:
+                return None
+            if direct:
+                return torch.bmm(x, elements[:, 0].transpose(1, 2))
+            return action.apply_orbit(x, elements.flatten(0, 1), group)
 
         return copies
 
