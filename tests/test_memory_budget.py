@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,30 @@ def test_storage_meter_releases_storages_when_the_last_view_dies() -> None:
         after_base_freed = meter.current
         del view
     assert after_base_freed == 4_000_000 and meter.current == 0 and meter.peak == 4_000_000
+
+
+def test_storage_meter_counts_ops_on_lists_of_tensors_and_in_place_results() -> None:
+    parts = [torch.ones(250_000), torch.ones(250_000)]
+    with StorageMeter() as meter:
+        joined = torch.cat(parts)  # a list argument: 2 MB new
+        joined.mul_(2)  # in place on a counted storage: nothing new
+        torch._foreach_mul_(parts, 2)  # in place on a list made before the meter: nothing new
+        added = torch._foreach_add(parts, 1)  # a list of new storages: 2 MB
+    assert meter.peak == 4_000_000 and len(added) == 2
+
+
+def test_the_first_measured_call_does_not_import_torch_dynamo() -> None:
+    """TorchDispatchMode wraps a mode's __torch_dispatch__ in torch._dynamo.disable unless the mode opts out: its first
+    use imports torch._dynamo (about a second), on the first call of every wrapped model with chunk_size='auto'."""
+    code = (
+        "import sys, torch, symwrap\n"
+        "from tests.conftest import SmallCNN\n"
+        "symwrap.wrap(SmallCNN(8), 'd4')(torch.randn(2, 3, 8, 8))\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_measure_peak_of_a_cnn_forward_grows_linearly_with_rows() -> None:
