@@ -76,6 +76,20 @@ def test_untuned_compiled_call_tunes_then_recompiles_without_breaks(images: Tens
     torch.testing.assert_close(second, eager, rtol=1e-5, atol=1e-5)
 
 
+def test_a_compiled_base_model_runs_compiled_under_the_tuner_s_memory_meter(images: Tensor) -> None:
+    """The first call of chunk_size='auto' runs a chunk under the memory meter (a TorchDispatchMode that does not
+    disable dynamo): a base model compiled by the user still compiles and runs there, with its eager result."""
+    base = SmallCNN().eval()
+    compiled_base = torch.compile(base, backend="eager")
+    model = symwrap.wrap(compiled_base, "d4")
+    with torch.no_grad():
+        first = model(images)  # measured: the compiled forward runs under the meter
+        assert model.engine.tuner.layouts, "the first call measured memory"
+        eager = symwrap.wrap(base, "d4", chunk_size=None)(images)
+    assert sum(counters["stats"].values()) > 0, "dynamo compiled the base model's forward"
+    torch.testing.assert_close(first, eager, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("chunk_size", [None, 5])
 def test_fixed_chunk_sizes_have_no_graph_breaks(chunk_size: int | None, images: Tensor) -> None:
     model = symwrap.wrap(SmallCNN().eval(), "d4", chunk_size=chunk_size)  # 24 rows: 5 leaves a ragged chunk
