@@ -6,9 +6,12 @@ key store equal values, and a race only lets a cache hold a few entries more tha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["keep_newest"]
+from symwrap.tracing import caches_off
+
+__all__ = ["built_once", "keep_newest"]
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -26,4 +29,16 @@ def keep_newest(cache: dict[_K, _V], key: _K, value: _V, limit: int) -> _V:
         except RuntimeError:
             pass
     cache[key] = value
+    return value
+
+
+def built_once(cache: dict[_K, _V], key: _K, build: Callable[[], _V]) -> _V:
+    """``cache[key]``, made by ``build()`` the first time (for caches of a few keys: dimensions, dtypes, devices);
+    while caches are off (:func:`~symwrap.tracing.caches_off`: recording, or :func:`~symwrap.tracing.no_caches`) it is
+    made every time and neither read nor stored."""
+    if caches_off():
+        return build()
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = build()
     return value

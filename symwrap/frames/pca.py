@@ -31,10 +31,10 @@ import torch
 from torch import Tensor
 
 from symwrap.autocast import as_dtype
+from symwrap.caches import built_once
 from symwrap.frames.base import DEGENERATE_MODES, DegenerateFrameWarning, DegenerateInputError, frame_weights
 from symwrap.groups.matrix import haar_orthogonal
 from symwrap.limits import check_group_order
-from symwrap.tracing import caches_off
 
 __all__ = ["DEFAULT_EIGEN_GAP", "PCA", "PCAFrame", "analysis_dtype", "pca"]
 
@@ -150,14 +150,12 @@ _SIGN_VECTORS: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
 
 def _sign_vectors(d: int, free: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """All ``2^free`` sign vectors of length ``free`` ``(2^free, free)``, all-positive first (cached; read-only)."""
-    key = (free, device, dtype)
-    signs = None if caches_off() else _SIGN_VECTORS.get(key)
-    if signs is None:
+
+    def build() -> Tensor:
         signs = torch.tensor(list(itertools.product([1.0, -1.0], repeat=free)), dtype=dtype, device=device)
-        signs = signs.reshape(-1, free)
-        if not caches_off():
-            _SIGN_VECTORS[key] = signs
-    return signs
+        return signs.reshape(-1, free)
+
+    return built_once(_SIGN_VECTORS, (free, device, dtype), build)
 
 
 #: :meth:`PCAFrame._margins` by ``(d, special, gap, dtype, device)``.
@@ -169,12 +167,7 @@ _ONES: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
 def _one(device: torch.device, dtype: torch.dtype) -> Tensor:
     """A 0-d tensor ``1`` (cached; read-only)."""
-    one = None if caches_off() else _ONES.get((device, dtype))
-    if one is None:
-        one = torch.ones((), device=device, dtype=dtype)
-        if not caches_off():
-            _ONES[(device, dtype)] = one
-    return one
+    return built_once(_ONES, (device, dtype), lambda: torch.ones((), device=device, dtype=dtype))
 
 
 def _tie_blocks(gaps_tied: Tensor) -> list[list[int]]:
@@ -265,10 +258,9 @@ class PCAFrame:
         """
         p = pca(x, mask)
         v = p.eigenvectors
-        skew, scale, signs = self._skewness(p.centred, v)
+        skew, scale, signs = self._moments_and_signs(p.centred, v)
         weak = skew.abs() <= self.gap * scale  # a third moment below gap relative to Σ|a|³ (all-zero cubes: weak)
         if self.special:
-            signs[:, -1] = torch.linalg.det(v).sign() * signs[:, :-1].prod(dim=1)
             weak = weak[:, :-1]  # the last sign comes from the determinant
         ambiguous = torch.cat([p.tied(self.gap), weak], dim=1)  # (B, ·): one test and one sync for the batch
         if bool(ambiguous.any()):
@@ -292,9 +284,7 @@ class PCAFrame:
         except torch.linalg.LinAlgError:  # eigh refuses a NaN covariance (a non-finite cloud) on CPU
             return None
         v = vectors.flip(-1)
-        skew, scale, signs = self._skewness(centred, v)
-        if self.special:
-            signs[:, -1] = torch.linalg.det(v).sign() * signs[:, :-1].prod(dim=1)
+        skew, scale, signs = self._moments_and_signs(centred, v)
         tests = torch.cat([values, skew.abs(), scale], dim=1).detach()  # (B, 3d); a test, no gradient
         # one product gives every test's margin, >= 0 wherever canonical's test flags the cloud
         if not float(torch.mm(tests, self._margins(tests)).amax()) < 0:  # NaN (a non-finite cloud) is not < 0
@@ -309,11 +299,9 @@ class PCAFrame:
         SO(d)), with ``g = gap·(1 + 2⁻⁸) + 2⁻¹²``. That margin over ``gap`` is far above the rounding of either form
         (a few units in the last place of ``λ₁`` or ``Σ|a|³``), so a cloud the product passes, canonical passes too.
         Cached per frame options, dtype and device (read-only)."""
-        d = self.d
-        key = (d, self.special, self.gap, like.dtype, like.device)
-        margins = None if caches_off() else _MARGINS.get(key)
-        if margins is None:
-            g = self.gap * (1 + 2**-8) + 2**-12
+        d, g = self.d, self.gap * (1 + 2**-8) + 2**-12
+
+        def build() -> Tensor:
             columns = []
             for i in range(d - 1):  # eigenvalues ascending: λ₁ is values[d - 1], gap i is values[i + 1] - values[i]
                 column = [0.0] * (3 * d)
@@ -325,21 +313,23 @@ class PCAFrame:
                 column = [0.0] * (3 * d)
                 column[d + i], column[2 * d + i] = -1.0, g
                 columns.append(column)
-            margins = torch.tensor(columns, dtype=like.dtype, device=like.device).T.contiguous()
-            if not caches_off():
-                _MARGINS[key] = margins
-        return margins
+            return torch.tensor(columns, dtype=like.dtype, device=like.device).T.contiguous()
 
-    @staticmethod
-    def _skewness(centred: Tensor, axes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return built_once(_MARGINS, (d, self.special, self.gap, like.dtype, like.device), build)
+
+    def _moments_and_signs(self, centred: Tensor, axes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The third moments ``Σₙ aₙ³`` ``(B, d)`` of the coordinates ``a = centred @ axes`` along each axis, their
-        scale ``Σₙ |aₙ|³`` and the signs they give (+1 for a third moment >= +0, else -1)."""
+        scale ``Σₙ |aₙ|³``, and the pose's signs: +1 for a third moment >= +0, else -1; for SO(d) the last sign is
+        the one that makes the pose a rotation (``det(S Vᵀ) = +1``)."""
         cubes = torch.bmm(centred, axes).pow(3)  # (B, N, d), zero at padding; bmm: the same products as @
         skew = cubes.sum(dim=1)
         # |a|³ = |a³| exactly (a float product only changes sign with its factors): one pass fewer over the points
         scale = cubes.abs().sum(dim=1)
         # signs are piecewise constant (no gradient): detached, the SO(d) sign may be set in place under autograd
-        return skew, scale, _one(cubes.device, cubes.dtype).copysign(skew.detach())
+        signs = _one(cubes.device, cubes.dtype).copysign(skew.detach())
+        if self.special:
+            signs[:, -1] = torch.linalg.det(axes).sign() * signs[:, :-1].prod(dim=1)
+        return skew, scale, signs
 
     def _pose(self, signs: Tensor, axes: Tensor, centroid: Tensor | None, dtype: torch.dtype) -> Tensor:
         """The canonical elements ``(B, 1, c, c)`` ``S Vᵀ`` (with the translation by ``-centroid`` ``(B, d)`` for

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from symwrap.caches import keep_newest
+from symwrap.caches import built_once, keep_newest
 from symwrap.errors import InputLayoutError
 from symwrap.frames.base import DEGENERATE_MODES, DegenerateFrameWarning, DegenerateInputError, all_finite
 from symwrap.frames.pca import DEFAULT_EIGEN_GAP, _sign_vectors, _tie_blocks
@@ -194,18 +194,15 @@ _MOMENT_PAIRS: dict[tuple[int, torch.device], tuple[Tensor, Tensor, Tensor]] = {
 
 
 def _moment_pairs(d: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    key = (d, device)
-    found = None if caches_off() else _MOMENT_PAIRS.get(key)
-    if found is None:
+
+    def build() -> tuple[Tensor, Tensor, Tensor]:
         upper = [(i, j) for i in range(d) for j in range(i, d)]
         pairs = [(i, d) for i in range(d)] + [(d, d)] + upper
         square = [d + 1 + upper.index((min(i, j), max(i, j))) for i in range(d) for j in range(d)]
-        found = tuple(
-            torch.tensor(index, device=device) for index in ([i for i, _ in pairs], [j for _, j in pairs], square)
-        )  # type: ignore[assignment]
-        if not caches_off():
-            _MOMENT_PAIRS[key] = found  # type: ignore[assignment]
-    return found  # type: ignore[return-value]
+        first, second = [i for i, _ in pairs], [j for _, j in pairs]
+        return tuple(torch.tensor(index, device=device) for index in (first, second, square))  # type: ignore[return-value]
+
+    return built_once(_MOMENT_PAIRS, (d, device), build)
 
 
 def _segment_moments(pos: Tensor, batch: Tensor, num_graphs: int) -> tuple[Tensor, Tensor, Tensor]:
