@@ -402,7 +402,7 @@ class OrbitEngine:
             if not second_moment and chunk_rows == rows:  # the whole orbit in one forward
                 whole = reduce_whole_orbit(values, plan.weights, reduce, class_dim)
                 continue
-            small = _orbit_bytes(values, chunk_rows, rows) <= KEEP_BYTES
+            small = self.keeps_outputs(_orbit_bytes(values, chunk_rows, rows))
             if kept is None and not second_moment and small:
                 kept = []
             if kept is not None:  # one weighted sum for all chunks instead of a scatter-add per chunk

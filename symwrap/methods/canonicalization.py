@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from symwrap.actions.image import ImageAction
-from symwrap.actions.points import PointCloudAction, VectorAction
+from symwrap.actions.points import PointCloudAction
 from symwrap.adapters.base import BoundCall
 from symwrap.canonicalizers.analytic import shift_canonical
 from symwrap.canonicalizers.centroid import centroid_canonical, is_signed_permutation_group, shift1d_canonical
@@ -43,7 +43,7 @@ from symwrap.canonicalizers.learned import LearnedCanonicalizer
 from symwrap.config import option, require
 from symwrap.errors import ConfigError
 from symwrap.frames.base import check_cloud, check_mask, frame_weights, mask_from_call, point_group_spec
-from symwrap.frames.pca import DEFAULT_EIGEN_GAP, PCAFrame, analysis_dtype
+from symwrap.frames.pca import DEFAULT_EIGEN_GAP, PCAFrame
 from symwrap.frames.sorting import SortFrame, check_set_input
 from symwrap.groups.base import Group, cached_per_group
 from symwrap.groups.discrete import PermutationGroup, ShiftGroup
@@ -318,20 +318,13 @@ class Canonicalization(Method):
         if x.ndim != 3 or x.shape[-1] != frame.d or x.shape[1] < frame.d or not x.dtype.is_floating_point:
             return None
         built = (options.gap, options.degenerate)
-        # PointCloudAction.apply_orbit of one rotation per cloud is x Rᵀ by one bmm: done here without its steps
-        direct = type(action) in (PointCloudAction, VectorAction) and not frame.translation
-        direct = direct and analysis_dtype(x.dtype) == x.dtype
 
         def copies(x: Tensor) -> Tensor | None:
             opts = self.options
             if opts.mask is not None or (opts.gap, opts.degenerate) != built:
                 return None  # options changed since the layout was learned: the general plan reads them
             elements = frame.clear_canonical(x)
-            if elements is None:
-                return None
-            if direct:
-                return torch.bmm(x, elements[:, 0].transpose(1, 2))
-            return action.apply_orbit(x, elements.flatten(0, 1), group)
+            return None if elements is None else action.apply_orbit(x, elements.flatten(0, 1), group)
 
         return copies
 
